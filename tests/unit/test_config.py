@@ -1,0 +1,53 @@
+import pytest
+
+from worker.config import ConfigError, load_settings
+
+
+def test_defaults_match_the_contract(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("INPUT_TOPIC", "OUTPUT_TOPIC", "DLQ_TOPIC", "GROUP_ID"):
+        monkeypatch.delenv(f"MODSTREAM_{name}", raising=False)
+    s = load_settings()
+    assert (s.input_topic, s.output_topic, s.dlq_topic, s.group_id) == (
+        "posts", "verdicts", "posts.dlq", "modstream")
+
+
+def test_environment_is_read_and_settings_are_frozen(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODSTREAM_KAFKA_BOOTSTRAP_SERVERS", "a:1, b:2")
+    monkeypatch.setenv("MODSTREAM_METRICS_PORT", "9999")
+    s = load_settings()
+    assert s.bootstrap_servers == ["a:1", "b:2"] and s.metrics_port == 9999
+    with pytest.raises(Exception):
+        s.metrics_port = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("MODSTREAM_METRICS_PORT", "not-a-port"),
+        ("MODSTREAM_KAFKA_BOOTSTRAP_SERVERS", "nohostport"),
+        ("MODSTREAM_REDIS_URL", "http://x"),
+        ("MODSTREAM_BATCH_MAX_SIZE", "0"),
+    ],
+)
+def test_a_wrong_setting_fails_with_its_name(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=name):
+        load_settings()
+
+
+def test_sasl_needs_a_mechanism(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODSTREAM_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    with pytest.raises(ConfigError, match="kafka_sasl_mechanism"):
+        load_settings()
+
+
+def test_secrets_do_not_print(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODSTREAM_REDIS_URL", "redis://:hunter2@host:6379/0")
+    assert "hunter2" not in repr(load_settings())
+
+
+def test_env_file(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.delenv("MODSTREAM_GROUP_ID", raising=False)
+    f = tmp_path / "settings.env"
+    f.write_text("MODSTREAM_GROUP_ID=from-file\n")
+    assert load_settings(f).group_id == "from-file"

@@ -1,0 +1,39 @@
+from collections.abc import Sequence
+from datetime import datetime, timezone
+
+import pytest
+
+from models.base import Scores
+from tests.fakes import FakeModel
+from worker.pipeline import Pipeline, ResultCountError
+from worker.policy import Policy
+from worker.privacy import Pseudonymiser
+from worker.schema import Post, PostEvent, SourceRef
+
+NOW = datetime(2025, 1, 1, tzinfo=timezone.utc)
+
+
+def posts(*texts: str) -> list[Post]:
+    return [Post(PostEvent(post_id=f"p{i}", text=t), SourceRef("posts", 0, i), NOW)
+            for i, t in enumerate(texts)]
+
+
+def test_verdict_fields() -> None:
+    pipe = Pipeline(FakeModel(), Policy(), Pseudonymiser(b"k"), clock=lambda: NOW)
+    [v] = pipe.classify(posts("this is fake"))
+    assert v.misinformation.label == "fake" and v.misinformation.score == pytest.approx(0.97)
+    assert v.sentiment.label in {"neutral", "positive"}
+    assert set(v.sentiment.scores) == {"negative", "neutral", "positive"}
+    assert v.model_version == "fake-1" and v.processed_at == NOW
+    assert (v.source_topic, v.source_partition, v.source_offset) == ("posts", 0, 0)
+
+
+class ShortModel(FakeModel):
+    def predict(self, texts: Sequence[str]) -> list[Scores]:
+        return super().predict(texts)[:-1]
+
+
+def test_a_model_that_loses_a_result_is_an_error() -> None:
+    pipe = Pipeline(ShortModel(), Policy(), Pseudonymiser(b"k"))
+    with pytest.raises(ResultCountError):
+        pipe.classify(posts("a", "b"))

@@ -1,0 +1,77 @@
+import json
+from datetime import datetime, timezone
+
+import pytest
+
+from worker.schema import DeadLetter, DeadLetterReason, Post, SourceRef, decode
+
+SRC = SourceRef("posts", 2, 41, 1_700_000_000_000)
+
+
+def _decode(value: bytes | None, **limits: int) -> Post | DeadLetter:
+    kw = {"max_event_bytes": 1000, "max_text_chars": 100, **limits}
+    return decode(b"key", value, SRC, headers=[("h", b"v")], **kw)
+
+
+def test_valid_event_keeps_fields_and_ignores_unknown_ones() -> None:
+    post = _decode(json.dumps({"post_id": "p1", "text": "hi", "author_id": "a", "lang": "en",
+                               "extra": [1, 2]}).encode())
+    assert isinstance(post, Post)
+    assert (post.event.post_id, post.event.text, post.event.author_id, post.event.lang) == (
+        "p1", "hi", "a", "en")
+    assert post.source == SRC
+
+
+@pytest.mark.parametrize(
+    ("created_at", "expected"),
+    [
+        ("2024-05-01T12:00:00Z", datetime(2024, 5, 1, 12, tzinfo=timezone.utc)),
+        ("2024-05-01T14:00:00+02:00", datetime(2024, 5, 1, 12, tzinfo=timezone.utc)),
+        (1_714_564_800_000, datetime(2024, 5, 1, 12, tzinfo=timezone.utc)),
+    ],
+)
+def test_event_time_from_created_at(created_at: object, expected: datetime) -> None:
+    post = _decode(json.dumps({"post_id": "p", "text": "t", "created_at": created_at}).encode())
+    assert isinstance(post, Post)
+    assert post.event_time == expected
+
+
+def test_event_time_falls_back_to_record_timestamp() -> None:
+    post = _decode(b'{"post_id": "p", "text": "t"}')
+    assert isinstance(post, Post)
+    assert post.event_time == datetime.fromtimestamp(1_700_000_000, tz=timezone.utc)
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b"\xff\xfe", DeadLetterReason.NOT_UTF8),
+        (b"{not json", DeadLetterReason.NOT_JSON),
+        (b"[1, 2]", DeadLetterReason.NOT_OBJECT),
+        (b'{"text": "no id"}', DeadLetterReason.INVALID),
+        (b'{"post_id": "p"}', DeadLetterReason.INVALID),
+        (b'{"post_id": 5, "text": "id must be a string"}', DeadLetterReason.INVALID),
+        (b'{"post_id": "p", "text": 12}', DeadLetterReason.INVALID),
+        (b'{"post_id": "", "text": "empty id"}', DeadLetterReason.INVALID),
+        (b'{"post_id": "p", "text": "t", "created_at": "yesterday"}', DeadLetterReason.INVALID),
+        (b'{"post_id": "p", "text": "t", "created_at": true}', DeadLetterReason.INVALID),
+        (json.dumps({"post_id": "p", "text": "x" * 101}).encode(), DeadLetterReason.TEXT_TOO_LONG),
+        (b"{" + b" " * 2000 + b"}", DeadLetterReason.TOO_LARGE),
+        (None, DeadLetterReason.NOT_JSON),
+    ],
+)
+def test_bad_records_become_dead_letters_with_original_bytes(
+    value: bytes | None, reason: DeadLetterReason
+) -> None:
+    letter = _decode(value)
+    assert isinstance(letter, DeadLetter)
+    assert letter.reason is reason
+    assert letter.value == value and letter.key == b"key"
+    assert letter.source == SRC and letter.headers == [("h", b"v")]
+    assert letter.detail
+
+
+def test_invalid_detail_names_the_field() -> None:
+    letter = _decode(b'{"post_id": "p", "text": 12}')
+    assert isinstance(letter, DeadLetter)
+    assert "text" in letter.detail

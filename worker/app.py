@@ -1,0 +1,138 @@
+"""Wiring and lifecycle: build every part from the settings, run the loop, tear down."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from contextlib import ExitStack
+from types import FrameType
+
+from models.base import Classifier, estimate_tokens
+from worker import metrics
+from worker.batcher import BatchLimits, MicroBatcher
+from worker.config import Settings
+from worker.consumer import InputConsumer
+from worker.health import HealthServer
+from worker.kafka_client import make_consumer, make_producer
+from worker.loop import Item, LoopConfig, Worker
+from worker.pipeline import Pipeline
+from worker.policy import Policy
+from worker.privacy import Pseudonymiser
+from worker.sinks.kafka import DeadLetterSink, KafkaVerdictSink
+from worker.sinks.redis import RedisVerdictSink, connect_redis
+
+log = logging.getLogger(__name__)
+
+
+class StartupError(RuntimeError):
+    """A dependency (model, Redis, Kafka) is not usable; the message says which and why."""
+
+
+def load_model(settings: Settings) -> Classifier:
+    from models.runtime import load_predictor
+
+    return load_predictor(settings.model_dir, settings.device)
+
+
+def make_policy(settings: Settings, model: Classifier) -> Policy:
+    return Policy.from_mapping(
+        dict(model.policy),
+        block_fake=settings.policy_block_fake,
+        review_fake=settings.policy_review_fake,
+        review_negative=settings.policy_review_negative,
+    )
+
+
+def loop_config(settings: Settings) -> LoopConfig:
+    return LoopConfig(
+        poll_timeout_ms=settings.poll_timeout_ms,
+        max_poll_records=settings.max_poll_records,
+        max_pending=settings.max_pending_records,
+        max_event_bytes=settings.max_event_bytes,
+        max_text_chars=settings.max_text_chars,
+        shutdown_grace_s=settings.shutdown_grace_seconds,
+    )
+
+
+def build_worker(settings: Settings, model: Classifier, stack: ExitStack) -> Worker:
+    """Connect to Redis and Kafka and assemble the loop; every resource joins ``stack``."""
+    client = connect_redis(settings)
+    try:
+        client.ping()
+    except Exception as exc:  # noqa: BLE001 - report any connection failure the same way
+        raise StartupError(f"Redis at MODSTREAM_REDIS_URL does not answer: {exc}") from exc
+    redis_sink = RedisVerdictSink(client, settings.redis_key_prefix, settings.redis_ttl_seconds)
+    stack.callback(redis_sink.close)
+    try:
+        producer = make_producer(settings)
+        consumer = InputConsumer(make_consumer(settings), settings.input_topic)
+    except Exception as exc:  # noqa: BLE001
+        raise StartupError(
+            f"Kafka at MODSTREAM_KAFKA_BOOTSTRAP_SERVERS={settings.kafka_bootstrap_servers} "
+            f"is not usable: {exc!r}"
+        ) from exc
+    stack.callback(producer.close)
+    stack.callback(consumer.close)  # closes first: leaves the group before the producer goes
+    timeout = settings.sink_timeout_seconds
+    pipeline = Pipeline(
+        model,
+        make_policy(settings, model),
+        Pseudonymiser(settings.pseudonym_key.get_secret_value().encode()),
+        store_text=settings.store_text,
+    )
+    limits = BatchLimits(
+        settings.batch_max_size, settings.batch_max_wait_ms / 1000.0, settings.batch_token_budget
+    )
+    max_length = model.max_length
+    batcher: MicroBatcher[Item] = MicroBatcher(
+        limits, lambda item: estimate_tokens(item.post.event.text, max_length)
+    )
+    return Worker(
+        consumer,
+        batcher,
+        pipeline,
+        [redis_sink, KafkaVerdictSink(producer, settings.output_topic, timeout)],
+        DeadLetterSink(producer, settings.dlq_topic, timeout),
+        loop_config(settings),
+    )
+
+
+def install_signal_handlers(worker: Worker) -> None:
+    def handle(signum: int, _frame: FrameType | None) -> None:
+        if worker.stopping:
+            log.warning("second signal %d: abandoning the batch in hand", signum)
+            raise KeyboardInterrupt
+        log.info("signal %d: draining and stopping", signum)
+        worker.request_stop()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+
+
+def run(settings: Settings, model: Classifier | None = None) -> int:
+    """The ``modstream run`` command. Returns the process exit code."""
+    metrics.init_labels()
+    with ExitStack() as stack:
+        model = model or load_model(settings)
+        metrics.MODEL_INFO.info({"version": model.version, "dir": str(settings.model_dir)})
+        worker = build_worker(settings, model, stack)
+        if settings.metrics_port:
+            stale_after = 60.0 + settings.sink_timeout_seconds
+            server = HealthServer(
+                settings.metrics_host,
+                settings.metrics_port,
+                alive=lambda: time.monotonic() - worker.last_step_at < stale_after,
+                ready=lambda: not worker.stopping
+                and time.monotonic() - worker.last_step_at < stale_after,
+            ).start()
+            stack.callback(server.close)
+            log.info("metrics on http://%s:%d/metrics", settings.metrics_host, server.port)
+        install_signal_handlers(worker)
+        log.info(
+            "consuming %s as group %s -> %s, dead letters -> %s",
+            settings.input_topic, settings.group_id, settings.output_topic, settings.dlq_topic,
+        )
+        worker.run()
+    log.info("stopped cleanly")
+    return 0

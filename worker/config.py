@@ -1,0 +1,170 @@
+"""One frozen settings object, read once at start-up and passed down.
+
+Every setting is an environment variable ``MODSTREAM_<NAME>`` (or a line in an optional
+``.env``-style file given with ``--env-file``). Nothing else in the package reads the
+environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from models import DEFAULT_ARTIFACT_DIR
+
+
+class ConfigError(ValueError):
+    """A setting is missing or wrong; the message names it."""
+
+
+class Settings(BaseSettings):
+    """Everything the worker, the producer and the demo can be told."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MODSTREAM_",
+        frozen=True,
+        extra="forbid",
+        case_sensitive=False,
+    )
+
+    # --- Kafka -----------------------------------------------------------------------------
+    kafka_bootstrap_servers: str = Field(
+        "127.0.0.1:9092", description="Comma-separated host:port list of Kafka brokers."
+    )
+    input_topic: str = Field("posts", description="Topic the post events are read from.")
+    output_topic: str = Field("verdicts", description="Topic verdicts are written to.")
+    dlq_topic: str = Field("posts.dlq", description="Dead-letter topic for bad records.")
+    group_id: str = Field("modstream", description="Kafka consumer group id.")
+    client_id: str = Field("modstream", description="Kafka client id (shows in broker logs).")
+    auto_offset_reset: Literal["earliest", "latest"] = Field(
+        "earliest", description="Where a new consumer group starts reading."
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Kafka security protocol."
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = (
+        Field(None, description="SASL mechanism when the protocol is SASL_*.")
+    )
+    kafka_sasl_username: str | None = Field(None, description="SASL user name.")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password.")
+    kafka_ssl_cafile: Path | None = Field(None, description="CA bundle for Kafka TLS.")
+    kafka_ssl_certfile: Path | None = Field(None, description="Client certificate for Kafka TLS.")
+    kafka_ssl_keyfile: Path | None = Field(None, description="Client key for Kafka TLS.")
+    poll_timeout_ms: int = Field(100, ge=1, le=60_000, description="Longest wait in one poll.")
+    max_poll_records: int = Field(500, ge=1, description="Most records one poll returns.")
+    max_pending_records: int = Field(
+        5_000, ge=1, description="Records buffered before consumption pauses (backpressure)."
+    )
+    sink_timeout_seconds: float = Field(
+        30.0, gt=0, description="How long a Kafka or Redis write may take before it counts as failed."
+    )
+
+    # --- Redis -----------------------------------------------------------------------------
+    redis_url: SecretStr = Field(
+        SecretStr("redis://127.0.0.1:6379/0"),
+        description="Redis URL (redis:// or rediss:// for TLS; may hold user and password).",
+    )
+    redis_password: SecretStr | None = Field(None, description="Redis password, if not in the URL.")
+    redis_ssl_cafile: Path | None = Field(None, description="CA bundle for Redis TLS.")
+    redis_key_prefix: str = Field("modstream:verdict:", description="Prefix of verdict hash keys.")
+    redis_ttl_seconds: int = Field(
+        7 * 24 * 3600, ge=0, description="Time to live of a verdict in Redis; 0 keeps it forever."
+    )
+
+    # --- Batching and model ----------------------------------------------------------------
+    model_dir: Path = Field(DEFAULT_ARTIFACT_DIR, description="Model artifact directory.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where inference runs; auto picks CUDA when present."
+    )
+    batch_max_size: int = Field(64, ge=1, le=4096, description="Most posts in one micro-batch.")
+    batch_max_wait_ms: int = Field(
+        50, ge=0, le=60_000, description="Longest a post waits for its batch, from the first post."
+    )
+    batch_token_budget: int = Field(
+        8192, ge=16, description="Most padded tokens (size x longest) in one micro-batch."
+    )
+    policy_block_fake: float | None = Field(
+        None, ge=0, le=1, description="Override: block when P(fake) reaches this."
+    )
+    policy_review_fake: float | None = Field(
+        None, ge=0, le=1, description="Override: review when P(fake) reaches this."
+    )
+    policy_review_negative: float | None = Field(
+        None, ge=0, le=1, description="Override: review when P(negative) reaches this."
+    )
+    max_event_bytes: int = Field(
+        64 * 1024, ge=256, description="Records larger than this go to the dead-letter topic."
+    )
+    max_text_chars: int = Field(
+        10_000, ge=1, description="Posts with longer text go to the dead-letter topic."
+    )
+
+    # --- Privacy ---------------------------------------------------------------------------
+    pseudonym_key: SecretStr = Field(
+        SecretStr("modstream-dev-key-change-me"),
+        description="Key of the keyed hash that pseudonymises author ids. Set it in production.",
+    )
+    store_text: bool = Field(False, description="Write the post text into verdicts.")
+
+    # --- Operations ------------------------------------------------------------------------
+    metrics_host: str = Field("0.0.0.0", description="Address of the metrics/health server.")
+    metrics_port: int = Field(9400, ge=0, le=65535, description="Port of /metrics; 0 disables.")
+    shutdown_grace_seconds: float = Field(
+        20.0, ge=0, description="Time to finish the batch in hand after SIGTERM."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _check_servers(cls, value: str) -> str:
+        servers = [s.strip() for s in value.split(",") if s.strip()]
+        if not servers or any(":" not in s for s in servers):
+            raise ValueError("expected a comma-separated list of host:port")
+        return ",".join(servers)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: SecretStr) -> SecretStr:
+        url = value.get_secret_value()
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("expected a redis://, rediss:// or unix:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _check_sasl(self) -> Settings:
+        if self.kafka_security_protocol.startswith("SASL") and self.kafka_sasl_mechanism is None:
+            raise ValueError("kafka_sasl_mechanism is required with a SASL security protocol")
+        if len({self.input_topic, self.output_topic, self.dlq_topic}) != 3:
+            raise ValueError("input_topic, output_topic and dlq_topic must all differ")
+        return self
+
+    @property
+    def bootstrap_servers(self) -> list[str]:
+        return self.kafka_bootstrap_servers.split(",")
+
+
+def load_settings(env_file: Path | None = None, **overrides: object) -> Settings:
+    """Build the settings, turning pydantic's error into one that names each bad variable."""
+    try:
+        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            name = f"MODSTREAM_{loc.upper()}" if loc else "settings"
+            problems.append(f"{name}: {err['msg']}")
+        raise ConfigError("invalid settings:\n  " + "\n  ".join(problems)) from None
+
+
+def describe_settings() -> str:
+    """A table of every setting for ``--help`` and the README."""
+    rows = []
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        if isinstance(default, SecretStr):
+            default = "(secret)"
+        rows.append(f"  MODSTREAM_{name.upper():<34} {field.description} [default: {default}]")
+    return "\n".join(rows)

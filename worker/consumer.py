@@ -1,0 +1,125 @@
+"""The input side: a consumer group member with manual commits, pause/resume and lag."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.structs import OffsetAndMetadata
+
+from worker.checkpoint import Partition
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """The parts of a Kafka record the worker uses."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+
+    @property
+    def tp(self) -> Partition:
+        return Partition(self.topic, self.partition)
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(
+        self,
+        on_revoked: Callable[[set[Partition]], None],
+        on_assigned: Callable[[set[Partition]], None],
+    ) -> None:
+        self._on_revoked = on_revoked
+        self._on_assigned = on_assigned
+
+    def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        self._on_revoked({Partition(tp.topic, tp.partition) for tp in revoked})
+
+    def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        self._on_assigned({Partition(tp.topic, tp.partition) for tp in assigned})
+
+
+class InputConsumer:
+    """Thin wrapper over :class:`KafkaConsumer` that speaks :class:`Record` and
+    :class:`Partition`, so the loop never touches kafka-python types."""
+
+    def __init__(self, consumer: KafkaConsumer, topic: str) -> None:
+        self._consumer = consumer
+        self._topic = topic
+        self._paused = False
+
+    def subscribe(
+        self,
+        on_revoked: Callable[[set[Partition]], None],
+        on_assigned: Callable[[set[Partition]], None],
+    ) -> None:
+        self._consumer.subscribe([self._topic], listener=_Listener(on_revoked, on_assigned))
+
+    def poll(self, timeout_ms: int, max_records: int) -> list[Record]:
+        batches = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+        return [
+            Record(
+                r.topic,
+                r.partition,
+                r.offset,
+                r.timestamp,
+                r.key,
+                r.value,
+                list(r.headers or []),
+            )
+            for records in batches.values()
+            for r in records
+        ]
+
+    def commit(self, offsets: dict[Partition, int]) -> None:
+        """Synchronously commit "everything before offset is done" per partition."""
+        if offsets:
+            self._consumer.commit(
+                {
+                    TopicPartition(tp.topic, tp.partition): OffsetAndMetadata(off, "", -1)
+                    for tp, off in offsets.items()
+                }
+            )
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def pause(self) -> None:
+        """Stop fetching (backpressure) while staying in the group."""
+        if not self._paused:
+            self._consumer.pause(*self._consumer.assignment())
+            self._paused = True
+
+    def resume(self) -> None:
+        if self._paused:
+            self._consumer.resume(*self._consumer.paused())
+            self._paused = False
+
+    def assignment(self) -> set[Partition]:
+        return {Partition(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+
+    def lag(self, positions: dict[Partition, int]) -> dict[Partition, int]:
+        """Records behind the high watermark, from the last fetch (no extra request)."""
+        lags = {}
+        for tp in self.assignment():
+            high = self._consumer.highwater(TopicPartition(tp.topic, tp.partition))
+            if high is None:
+                continue
+            position = positions.get(tp)
+            if position is None:
+                position = self._consumer.position(TopicPartition(tp.topic, tp.partition))
+            lags[tp] = max(0, high - position)
+        return lags
+
+    def close(self) -> None:
+        self._consumer.close(autocommit=False)

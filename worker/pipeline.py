@@ -1,0 +1,63 @@
+"""Model + policy: a batch of posts in, exactly one verdict per post out."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+
+from models.base import MISINFORMATION, SENTIMENT, Classifier, Scores
+from worker.policy import Policy
+from worker.schema import MisinformationResult, Post, SentimentResult, Verdict
+
+
+class ResultCountError(RuntimeError):
+    """The model returned a different number of results than it was given texts."""
+
+
+class Pipeline:
+    def __init__(
+        self,
+        model: Classifier,
+        policy: Policy,
+        pseudonymise: Callable[[str | None], str | None],
+        *,
+        store_text: bool = False,
+        clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+    ) -> None:
+        self.model = model
+        self.policy = policy
+        self._pseudonymise = pseudonymise
+        self._store_text = store_text
+        self._clock = clock
+
+    def classify(self, posts: Sequence[Post]) -> list[Verdict]:
+        """Run one forward pass over the batch and decide each post."""
+        if not posts:
+            return []
+        scores = self.model.predict([p.event.text for p in posts])
+        if len(scores) != len(posts):
+            raise ResultCountError(f"model returned {len(scores)} results for {len(posts)} posts")
+        now = self._clock()
+        return [self._verdict(post, s, now) for post, s in zip(posts, scores, strict=True)]
+
+    def _verdict(self, post: Post, scores: Scores, now: datetime) -> Verdict:
+        sentiment = scores[SENTIMENT]
+        misinfo = scores[MISINFORMATION]
+        p_fake = misinfo["fake"]
+        return Verdict(
+            post_id=post.event.post_id,
+            action=self.policy.decide(p_fake=p_fake, p_negative=sentiment["negative"]),
+            sentiment=SentimentResult(label=max(sentiment, key=sentiment.__getitem__), scores=sentiment),
+            misinformation=MisinformationResult(
+                label="fake" if p_fake >= 0.5 else "real", score=p_fake
+            ),
+            model_version=self.model.version,
+            event_time=post.event_time,
+            processed_at=now,
+            author_pseudonym=self._pseudonymise(post.event.author_id),
+            lang=post.event.lang,
+            text=post.event.text if self._store_text else None,
+            source_topic=post.source.topic,
+            source_partition=post.source.partition,
+            source_offset=post.source.offset,
+        )

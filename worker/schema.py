@@ -1,0 +1,171 @@
+"""The data contract: input events, verdicts and dead letters.
+
+Decoding never raises on bad input: it returns a :class:`DeadLetter` instead (errors are
+values), so one bad record can neither stop the worker nor vanish.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class Action(str, Enum):
+    ALLOW = "allow"
+    REVIEW = "review"
+    BLOCK = "block"
+
+
+class DeadLetterReason(str, Enum):
+    """Bounded set of reasons: also the label values of the dead-letter metric."""
+
+    TOO_LARGE = "too_large"
+    NOT_UTF8 = "not_utf8"
+    NOT_JSON = "not_json"
+    NOT_OBJECT = "not_object"
+    INVALID = "invalid_fields"
+    TEXT_TOO_LONG = "text_too_long"
+    MODEL_ERROR = "model_error"
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRef:
+    """Where a record came from; every verdict and dead letter carries it."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None = None
+
+
+class PostEvent(BaseModel):
+    """A post to moderate. Unknown fields are ignored; types are not coerced."""
+
+    model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
+
+    post_id: str = Field(min_length=1, max_length=256)
+    text: str
+    author_id: str | None = Field(None, max_length=256)
+    created_at: datetime | None = None
+    lang: str | None = Field(None, max_length=32)
+
+    @field_validator("created_at", mode="before")
+    @classmethod
+    def _parse_time(cls, value: Any) -> datetime | None:
+        """Accept RFC 3339 strings or epoch milliseconds; always return an aware datetime."""
+        if value is None:
+            return None
+        if isinstance(value, bool):
+            raise ValueError("created_at must be RFC 3339 or epoch milliseconds")
+        if isinstance(value, int | float):
+            return datetime.fromtimestamp(value / 1000.0, tz=timezone.utc)
+        if isinstance(value, str):
+            try:
+                parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError as exc:
+                raise ValueError("created_at is not RFC 3339") from exc
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+        raise ValueError("created_at must be RFC 3339 or epoch milliseconds")
+
+
+@dataclass(frozen=True, slots=True)
+class Post:
+    """A decoded event with its source and the event time the latency is measured from."""
+
+    event: PostEvent
+    source: SourceRef
+    event_time: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A record that cannot be moderated, with the original bytes and why."""
+
+    reason: DeadLetterReason
+    detail: str
+    source: SourceRef
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+class SentimentResult(BaseModel):
+    label: str
+    scores: dict[str, float]
+
+
+class MisinformationResult(BaseModel):
+    label: str
+    score: float = Field(description="Probability that the post is fake.")
+
+
+class Verdict(BaseModel):
+    """What the worker decided about one post; the JSON written to Kafka and Redis."""
+
+    model_config = ConfigDict(frozen=True)
+
+    post_id: str
+    action: Action
+    sentiment: SentimentResult
+    misinformation: MisinformationResult
+    model_version: str
+    event_time: datetime
+    processed_at: datetime
+    author_pseudonym: str | None = None
+    lang: str | None = None
+    text: str | None = None
+    source_topic: str
+    source_partition: int
+    source_offset: int
+
+
+def decode(
+    key: bytes | None,
+    value: bytes | None,
+    source: SourceRef,
+    *,
+    max_event_bytes: int,
+    max_text_chars: int,
+    headers: list[tuple[str, bytes]] | None = None,
+) -> Post | DeadLetter:
+    """Turn one Kafka record into a :class:`Post`, or a :class:`DeadLetter` saying why not."""
+
+    def dead(reason: DeadLetterReason, detail: str) -> DeadLetter:
+        return DeadLetter(reason, detail[:500], source, key, value, list(headers or []))
+
+    raw = value or b""
+    if len(raw) > max_event_bytes:
+        return dead(DeadLetterReason.TOO_LARGE, f"{len(raw)} bytes > limit {max_event_bytes}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return dead(DeadLetterReason.NOT_UTF8, str(exc))
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return dead(DeadLetterReason.NOT_JSON, str(exc))
+    if not isinstance(obj, dict):
+        return dead(DeadLetterReason.NOT_OBJECT, f"expected a JSON object, got {type(obj).__name__}")
+    try:
+        event = PostEvent.model_validate(obj)
+    except ValidationError as exc:
+        detail = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'event'}: {e['msg']}" for e in exc.errors()
+        )
+        return dead(DeadLetterReason.INVALID, detail)
+    if len(event.text) > max_text_chars:
+        return dead(
+            DeadLetterReason.TEXT_TOO_LONG, f"{len(event.text)} chars > limit {max_text_chars}"
+        )
+    if event.created_at is not None:
+        event_time = event.created_at
+    elif source.timestamp_ms is not None and source.timestamp_ms >= 0:
+        event_time = datetime.fromtimestamp(source.timestamp_ms / 1000.0, tz=timezone.utc)
+    else:
+        event_time = datetime.now(timezone.utc)
+    return Post(event, source, event_time)
