@@ -23,10 +23,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from models import DEFAULT_ARTIFACT_DIR  # noqa: F401  (re-exported)
 from models.encoder import BASE_ENCODER
 from models.preprocess import PREPROCESSING_VERSION
 
-from models import DEFAULT_ARTIFACT_DIR  # noqa: E402,F401  (re-exported)
 FORMAT_VERSION = 1
 UNSAFE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
@@ -41,14 +41,13 @@ class ArtifactConfig(BaseModel):
     format_version: int = FORMAT_VERSION
     base_encoder: str = BASE_ENCODER
     base_encoder_sha256: str
-    mode: Literal["frozen", "lora", "full"] = "frozen"
+    mode: Literal["frozen", "full"] = "frozen"
     labels: dict[str, list[str]]
     head_hidden: int = Field(ge=1)
     max_length: int = Field(ge=8, le=512)
     preprocessing_version: int = PREPROCESSING_VERSION
     temperatures: dict[str, float]
     policy: dict[str, float]
-    lora: dict[str, Any] | None = None
     files: dict[str, str] = Field(default_factory=dict, description="weights file -> sha256")
     training: dict[str, Any] = Field(default_factory=dict)
 
@@ -77,9 +76,13 @@ def save_artifact(
         save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, directory / name)
         files[name] = _sha256(directory / name)
     final = config.model_copy(update={"files": files})
-    (directory / "config.json").write_text(json.dumps(final.model_dump(), indent=2, sort_keys=True) + "\n")
+    (directory / "config.json").write_text(
+        json.dumps(final.model_dump(), indent=2, sort_keys=True) + "\n"
+    )
     if metrics is not None:
-        (directory / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        (directory / "metrics.json").write_text(
+            json.dumps(metrics, indent=2, sort_keys=True) + "\n"
+        )
     if model_card is not None:
         (directory / "MODEL_CARD.md").write_text(model_card)
     return artifact_version(directory)

@@ -24,16 +24,19 @@ class TaskHead(nn.Module):
         )
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        return self.net(pooled)
+        out: torch.Tensor = self.net(pooled)
+        return out
 
 
 class MultiTaskHeads(nn.Module):
     """The task heads alone: what frozen-encoder training learns and what ships."""
 
-    def __init__(self, dim: int, hidden: int, labels: Mapping[str, Sequence[str]]) -> None:
+    def __init__(
+        self, dim: int, hidden: int, labels: Mapping[str, Sequence[str]], dropout: float = 0.1
+    ) -> None:
         super().__init__()
         self.heads = nn.ModuleDict(
-            {task: TaskHead(dim, hidden, len(names)) for task, names in labels.items()}
+            {task: TaskHead(dim, hidden, len(names), dropout) for task, names in labels.items()}
         )
 
     def forward(self, pooled: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -55,4 +58,5 @@ class MultiTaskClassifier(nn.Module):
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        return self.heads(self.embed(input_ids, attention_mask))
+        logits: dict[str, torch.Tensor] = self.heads(self.embed(input_ids, attention_mask))
+        return logits

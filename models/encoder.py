@@ -39,7 +39,7 @@ def load_tokenizer(directory: Path | None = None) -> PreTrainedTokenizerBase:
 
 
 def load_encoder(directory: Path | None = None) -> PreTrainedModel:
-    model = AutoModel.from_pretrained(
+    model: PreTrainedModel = AutoModel.from_pretrained(
         str(directory or encoder_dir()), local_files_only=True, use_safetensors=True
     )
     return model

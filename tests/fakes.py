@@ -46,8 +46,13 @@ class FakeModel:
         return out
 
 
-def record(offset: int, value: bytes | dict[str, object] | None, partition: int = 0,
-           topic: str = "posts", timestamp_ms: int | None = 1_700_000_000_000) -> Record:
+def record(
+    offset: int,
+    value: bytes | dict[str, object] | None,
+    partition: int = 0,
+    topic: str = "posts",
+    timestamp_ms: int | None = 1_700_000_000_000,
+) -> Record:
     raw = json.dumps(value).encode() if isinstance(value, dict) else value
     return Record(topic, partition, offset, timestamp_ms, b"k", raw, [("trace", b"1")])
 
@@ -63,8 +68,11 @@ class FakeConsumer:
     on_assigned: Callable[[set[Partition]], None] | None = None
     fail_commits: int = 0
 
-    def subscribe(self, on_revoked: Callable[[set[Partition]], None],
-                  on_assigned: Callable[[set[Partition]], None]) -> None:
+    def subscribe(
+        self,
+        on_revoked: Callable[[set[Partition]], None],
+        on_assigned: Callable[[set[Partition]], None],
+    ) -> None:
         self.on_revoked, self.on_assigned = on_revoked, on_assigned
 
     def poll(self, timeout_ms: int, max_records: int) -> list[Record]:

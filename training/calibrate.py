@@ -14,12 +14,12 @@ def fit_temperature(logits: torch.Tensor, targets: torch.Tensor) -> float:
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
-        loss = loss_fn(logits / log_t.exp(), targets)
-        loss.backward()
+        loss: torch.Tensor = loss_fn(logits / log_t.exp(), targets)
+        loss.backward()  # type: ignore[no-untyped-call]
         return loss
 
-    opt.step(closure)
-    return float(log_t.exp().clamp(0.05, 20.0))
+    opt.step(closure)  # type: ignore[no-untyped-call]
+    return float(log_t.detach().exp().clamp(0.05, 20.0))
 
 
 def threshold_for_precision(scores: np.ndarray, positive: np.ndarray, precision: float) -> float:

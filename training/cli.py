@@ -20,14 +20,20 @@ KNOWN_LABELS = {
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=DEFAULT_ARTIFACT_DIR, help="artifact directory")
-    p.add_argument("--mode", choices=["frozen", "lora", "full"], default="frozen")
+    p.add_argument("--mode", choices=["frozen"], default="frozen")
     p.add_argument(
-        "--data-dir", type=Path, default=Path("../shared/data"),
+        "--data-dir",
+        type=Path,
+        default=Path("../shared/data"),
         help="folder with <task>/train.jsonl and <task>/val.jsonl (used when --task is not given)",
     )
     p.add_argument("--task", action="append", default=[], help="task name (repeat per task)")
-    p.add_argument("--train", action="append", type=Path, default=[], help="training file per --task")
-    p.add_argument("--val", action="append", type=Path, default=[], help="validation file per --task")
+    p.add_argument(
+        "--train", action="append", type=Path, default=[], help="training file per --task"
+    )
+    p.add_argument(
+        "--val", action="append", type=Path, default=[], help="validation file per --task"
+    )
     p.add_argument("--text-col", default="text")
     p.add_argument("--label-col", default="label")
     p.add_argument("--epochs", type=int, default=40)
@@ -67,8 +73,13 @@ def train_command(args: argparse.Namespace) -> int:
     from training.train import TrainConfig, train_frozen
 
     cfg = TrainConfig(
-        mode=args.mode, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-        head_hidden=args.head_hidden, max_length=args.max_length, patience=args.patience,
+        mode=args.mode,
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        head_hidden=args.head_hidden,
+        max_length=args.max_length,
+        patience=args.patience,
         seed=args.seed,
     )
     if cfg.mode != "frozen":
@@ -78,8 +89,10 @@ def train_command(args: argparse.Namespace) -> int:
     version = export_artifact(args.out, tasks, result, cfg)
     metrics = json.loads((args.out / "metrics.json").read_text())["validation"]
     for task, r in metrics.items():
-        print(f"{task}: accuracy {r['accuracy']:.3f} macro-F1 {r['macro_f1']:.3f} "
-              f"macro recall {r['macro_recall']:.3f} ECE {r['ece']:.3f}")
+        print(
+            f"{task}: accuracy {r['accuracy']:.3f} macro-F1 {r['macro_f1']:.3f} "
+            f"macro recall {r['macro_recall']:.3f} ECE {r['ece']:.3f}"
+        )
     print(f"wrote {args.out} (version {version}) in {result.seconds:.0f}s")
     return 0
 
@@ -100,7 +113,9 @@ def evaluate_command(args: argparse.Namespace) -> int:
         args.model, args.task, read_examples(args.data, args.text_col, args.label_col), args.out
     )
     overall = report["overall"]
-    print(f"{args.task} on {args.data}: accuracy {overall['accuracy']:.3f} "
-          f"macro-F1 {overall['macro_f1']:.3f} macro recall {overall['macro_recall']:.3f} "
-          f"ECE {overall['ece']:.3f}")
+    print(
+        f"{args.task} on {args.data}: accuracy {overall['accuracy']:.3f} "
+        f"macro-F1 {overall['macro_f1']:.3f} macro recall {overall['macro_recall']:.3f} "
+        f"ECE {overall['ece']:.3f}"
+    )
     return 0

@@ -52,7 +52,7 @@ def embed_texts(
         return load_file(path)["vectors"]
     device = device or torch.device("cpu")
     tokenizer = load_tokenizer()
-    encoder = load_encoder().to(device).eval()
+    encoder = load_encoder().to(device).eval()  # type: ignore[arg-type]
     # Sorting by length keeps padding, and so wasted compute, small.
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     out = torch.empty(len(texts), encoder.config.hidden_size)

@@ -35,7 +35,10 @@ def report_by_slice(
 
 
 def evaluate_artifact(
-    model_dir: Path, task: str, examples: Sequence[Example], out_dir: Path | None = None,
+    model_dir: Path,
+    task: str,
+    examples: Sequence[Example],
+    out_dir: Path | None = None,
     batch_size: int = 64,
 ) -> dict[str, Any]:
     from models.runtime import load_predictor
@@ -66,19 +69,36 @@ def evaluate_artifact(
 
 def markdown_report(report: dict[str, Any], labels: Sequence[str]) -> str:
     lines = [f"# Evaluation of {report['model_version']} on {report['task']}", ""]
-    lines += ["| slice | n | accuracy | macro-F1 | macro recall | ECE |", "|---|---|---|---|---|---|"]
+    lines += [
+        "| slice | n | accuracy | macro-F1 | macro recall | ECE |",
+        "|---|---|---|---|---|---|",
+    ]
     rows = [("overall", report["overall"]), *report["slices"].items()]
     for name, r in rows:
         lines.append(
             f"| {name} | {r['n']} | {r['accuracy']:.3f} | {r['macro_f1']:.3f} | "
             f"{r['macro_recall']:.3f} | {r['ece']:.3f} |"
         )
-    lines += ["", "## Per class (overall)", "", "| label | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Per class (overall)",
+        "",
+        "| label | precision | recall | F1 | support |",
+        "|---|---|---|---|---|",
+    ]
     for label in labels:
         c = report["overall"]["per_class"][label]
-        lines.append(f"| {label} | {c['precision']:.3f} | {c['recall']:.3f} | {c['f1']:.3f} | {c['support']} |")
-    lines += ["", "## Confusion matrix (rows: true, columns: predicted)", "",
-              "| | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
+        lines.append(
+            f"| {label} | {c['precision']:.3f} | {c['recall']:.3f} | {c['f1']:.3f} "
+            f"| {c['support']} |"
+        )
+    lines += [
+        "",
+        "## Confusion matrix (rows: true, columns: predicted)",
+        "",
+        "| | " + " | ".join(labels) + " |",
+        "|---" * (len(labels) + 1) + "|",
+    ]
     for label, row in zip(labels, report["overall"]["confusion_matrix"], strict=True):
         lines.append(f"| {label} | " + " | ".join(str(v) for v in row) + " |")
     return "\n".join(lines) + "\n"

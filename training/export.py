@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime, timezone
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,9 @@ from training.train import TrainConfig, TrainResult
 
 
 def choose_policy(
-    probs: dict[str, np.ndarray], targets: dict[str, np.ndarray], labels: dict[str, Sequence[str]],
+    probs: dict[str, np.ndarray],
+    targets: dict[str, np.ndarray],
+    labels: Mapping[str, Sequence[str]],
     cfg: TrainConfig,
 ) -> dict[str, float]:
     """Block where P(fake) is precise enough; review where recall of fake or confidence in
@@ -46,12 +48,10 @@ def export_artifact(
     result: TrainResult,
     cfg: TrainConfig,
     extra_tensors: dict[str, dict[str, torch.Tensor]] | None = None,
-    lora: dict[str, Any] | None = None,
 ) -> str:
     labels = {t.task: list(t.labels) for t in tasks}
     temperatures = {
-        task: fit_temperature(result.val_logits[task], result.val_targets[task])
-        for task in labels
+        task: fit_temperature(result.val_logits[task], result.val_targets[task]) for task in labels
     }
     probs = {
         task: torch.softmax(result.val_logits[task] / temperatures[task], -1).numpy()
@@ -59,7 +59,9 @@ def export_artifact(
     }
     targets = {task: result.val_targets[task].numpy() for task in labels}
     policy = choose_policy(probs, targets, labels, cfg)
-    reports = {task: classification_report(targets[task], probs[task], labels[task]) for task in labels}
+    reports = {
+        task: classification_report(targets[task], probs[task], labels[task]) for task in labels
+    }
     config = ArtifactConfig(
         base_encoder=BASE_ENCODER,
         base_encoder_sha256=encoder_sha256(),
@@ -69,12 +71,11 @@ def export_artifact(
         max_length=cfg.max_length,
         temperatures={k: round(v, 6) for k, v in temperatures.items()},
         policy=policy,
-        lora=lora,
         training={
             "seed": cfg.seed,
             "epochs_run": len(result.history),
             "seconds": round(result.seconds, 1),
-            "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "train_examples": {t.task: len(t.train) for t in tasks},
             "hardware": "cuda" if torch.cuda.is_available() else "cpu",
         },
@@ -88,7 +89,8 @@ def model_card(config: ArtifactConfig, reports: dict[str, Any], tasks: Sequence[
     lines = [
         "# modstream classifier",
         "",
-        f"Base encoder: `{config.base_encoder}` (weights sha256 `{config.base_encoder_sha256[:16]}…`),"
+        f"Base encoder: `{config.base_encoder}` "
+        f"(weights sha256 `{config.base_encoder_sha256[:16]}…`),"
         f" mode `{config.mode}`, max length {config.max_length} tokens.",
         "",
         "## Intended use",
@@ -101,11 +103,20 @@ def model_card(config: ArtifactConfig, reports: dict[str, Any], tasks: Sequence[
     ]
     for t in tasks:
         counts = ", ".join(f"{k} {v}" for k, v in sorted(t.counts().items()))
-        lines.append(f"- {t.task}: {len(t.train)} training examples ({counts}); {len(t.val)} validation.")
-    lines += ["", "## Validation metrics (calibrated)", "", "| task | accuracy | macro-F1 | macro recall | ECE |", "|---|---|---|---|---|"]
+        lines.append(
+            f"- {t.task}: {len(t.train)} training examples ({counts}); {len(t.val)} validation."
+        )
+    lines += [
+        "",
+        "## Validation metrics (calibrated)",
+        "",
+        "| task | accuracy | macro-F1 | macro recall | ECE |",
+        "|---|---|---|---|---|",
+    ]
     for task, r in reports.items():
         lines.append(
-            f"| {task} | {r['accuracy']:.3f} | {r['macro_f1']:.3f} | {r['macro_recall']:.3f} | {r['ece']:.3f} |"
+            f"| {task} | {r['accuracy']:.3f} | {r['macro_f1']:.3f} | "
+            f"{r['macro_recall']:.3f} | {r['ece']:.3f} |"
         )
     lines += [
         "",

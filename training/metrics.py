@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,7 +11,7 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 
 def classification_report(
-    y_true: Sequence[int], probs: np.ndarray, labels: Sequence[str], n_bins: int = 10
+    y_true: Sequence[int] | np.ndarray, probs: np.ndarray, labels: Sequence[str], n_bins: int = 10
 ) -> dict[str, Any]:
     """Accuracy, macro-F1, macro recall, per-class P/R/F1, confusion matrix and ECE."""
     y = np.asarray(y_true)
@@ -18,7 +19,7 @@ def classification_report(
     idx = list(range(len(labels)))
     p, r, f, support = precision_recall_fscore_support(y, pred, labels=idx, zero_division=0)
     report: dict[str, Any] = {
-        "n": int(len(y)),
+        "n": len(y),
         "accuracy": float((pred == y).mean()) if len(y) else 0.0,
         "macro_f1": float(np.mean(f)),
         "macro_recall": float(np.mean(r)),
@@ -45,7 +46,7 @@ def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, n_bins: in
     correct = probs.argmax(axis=1) == y_true
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     ece = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+    for lo, hi in itertools.pairwise(edges):
         mask = (conf > lo) & (conf <= hi)
         if mask.any():
             ece += mask.mean() * abs(correct[mask].mean() - conf[mask].mean())

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class TrainConfig:
-    mode: Literal["frozen", "lora", "full"] = "frozen"
+    mode: Literal["frozen", "full"] = "frozen"
     epochs: int = 40
     batch_size: int = 256
     lr: float = 1e-3
@@ -71,7 +71,9 @@ def _targets(data: TaskData, split: str) -> torch.Tensor:
 
 
 def train_frozen(
-    tasks: Sequence[TaskData], cfg: TrainConfig, vectors: dict[str, dict[str, torch.Tensor]] | None = None
+    tasks: Sequence[TaskData],
+    cfg: TrainConfig,
+    vectors: dict[str, dict[str, torch.Tensor]] | None = None,
 ) -> TrainResult:
     """Train the heads on frozen encoder vectors (computed and cached if not given)."""
     seed_everything(cfg.seed)
@@ -85,9 +87,9 @@ def train_frozen(
             for t in tasks
         }
     dim = next(iter(vectors.values()))["train"].shape[1]
-    heads = MultiTaskHeads(dim, cfg.head_hidden, {t.task: t.labels for t in tasks})
-    for head in heads.heads.values():
-        head.net[3].p = cfg.dropout  # type: ignore[index]
+    heads = MultiTaskHeads(
+        dim, cfg.head_hidden, {t.task: t.labels for t in tasks}, dropout=cfg.dropout
+    )
     targets = {t.task: {s: _targets(t, s) for s in ("train", "val")} for t in tasks}
     losses = {
         t.task: nn.CrossEntropyLoss(weight=class_weights(targets[t.task]["train"], len(t.labels)))
@@ -103,7 +105,9 @@ def train_frozen(
         batches = []
         for t in tasks:
             perm = torch.randperm(len(targets[t.task]["train"]), generator=gen)
-            batches += [(t.task, perm[i : i + cfg.batch_size]) for i in range(0, len(perm), cfg.batch_size)]
+            batches += [
+                (t.task, perm[i : i + cfg.batch_size]) for i in range(0, len(perm), cfg.batch_size)
+            ]
         order = torch.randperm(len(batches), generator=gen).tolist()
         total = 0.0
         for i in order:

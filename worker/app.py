@@ -60,14 +60,14 @@ def build_worker(settings: Settings, model: Classifier, stack: ExitStack) -> Wor
     client = connect_redis(settings)
     try:
         client.ping()
-    except Exception as exc:  # noqa: BLE001 - report any connection failure the same way
+    except Exception as exc:
         raise StartupError(f"Redis at MODSTREAM_REDIS_URL does not answer: {exc}") from exc
     redis_sink = RedisVerdictSink(client, settings.redis_key_prefix, settings.redis_ttl_seconds)
     stack.callback(redis_sink.close)
     try:
         producer = make_producer(settings)
         consumer = InputConsumer(make_consumer(settings), settings.input_topic)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise StartupError(
             f"Kafka at MODSTREAM_KAFKA_BOOTSTRAP_SERVERS={settings.kafka_bootstrap_servers} "
             f"is not usable: {exc!r}"
@@ -123,15 +123,19 @@ def run(settings: Settings, model: Classifier | None = None) -> int:
                 settings.metrics_host,
                 settings.metrics_port,
                 alive=lambda: time.monotonic() - worker.last_step_at < stale_after,
-                ready=lambda: not worker.stopping
-                and time.monotonic() - worker.last_step_at < stale_after,
+                ready=lambda: (
+                    not worker.stopping and time.monotonic() - worker.last_step_at < stale_after
+                ),
             ).start()
             stack.callback(server.close)
             log.info("metrics on http://%s:%d/metrics", settings.metrics_host, server.port)
         install_signal_handlers(worker)
         log.info(
             "consuming %s as group %s -> %s, dead letters -> %s",
-            settings.input_topic, settings.group_id, settings.output_topic, settings.dlq_topic,
+            settings.input_topic,
+            settings.group_id,
+            settings.output_topic,
+            settings.dlq_topic,
         )
         worker.run()
     log.info("stopped cleanly")

@@ -74,8 +74,12 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--env-file", type=Path, help="read settings from this file as well")
     sub = top.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run the worker", epilog=SETTINGS_HELP,
-                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    run = sub.add_parser(
+        "run",
+        help="run the worker",
+        epilog=SETTINGS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     run.set_defaults(func=cmd_run)
 
     prod = sub.add_parser("produce", help="send post events to the input topic")

@@ -45,9 +45,9 @@ class Settings(BaseSettings):
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         "PLAINTEXT", description="Kafka security protocol."
     )
-    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = (
-        Field(None, description="SASL mechanism when the protocol is SASL_*.")
-    )
+    kafka_sasl_mechanism: (
+        Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None
+    ) = Field(None, description="SASL mechanism when the protocol is SASL_*.")
     kafka_sasl_username: str | None = Field(None, description="SASL user name.")
     kafka_sasl_password: SecretStr | None = Field(None, description="SASL password.")
     kafka_ssl_cafile: Path | None = Field(None, description="CA bundle for Kafka TLS.")
@@ -59,7 +59,9 @@ class Settings(BaseSettings):
         5_000, ge=1, description="Records buffered before consumption pauses (backpressure)."
     )
     sink_timeout_seconds: float = Field(
-        30.0, gt=0, description="How long a Kafka or Redis write may take before it counts as failed."
+        30.0,
+        gt=0,
+        description="How long a Kafka or Redis write may take before it counts as failed.",
     )
 
     # --- Redis -----------------------------------------------------------------------------
@@ -115,7 +117,9 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(
         20.0, ge=0, description="Time to finish the batch in hand after SIGTERM."
     )
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Log level."
+    )
 
     @field_validator("kafka_bootstrap_servers")
     @classmethod
@@ -149,7 +153,7 @@ class Settings(BaseSettings):
 def load_settings(env_file: Path | None = None, **overrides: object) -> Settings:
     """Build the settings, turning pydantic's error into one that names each bad variable."""
     try:
-        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg,arg-type]
     except ValidationError as exc:
         problems = []
         for err in exc.errors():

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Protocol, TypeVar
 
 from kafka.errors import KafkaError
@@ -120,7 +120,9 @@ class Worker:
             self._process(self._batcher.take())
         self._commit()
         if len(self._batcher):
-            log.warning("grace time over: %d posts left uncommitted for redelivery", len(self._batcher))
+            log.warning(
+                "grace time over: %d posts left uncommitted for redelivery", len(self._batcher)
+            )
 
     # --- the step --------------------------------------------------------------------------
     def step(self) -> None:
@@ -175,7 +177,7 @@ class Worker:
         for sink in self._verdict_sinks:
             if not self._write(sink, verdicts):
                 return  # abandoned at shutdown: not committed, so redelivered
-        now_wall = datetime.now(timezone.utc)
+        now_wall = datetime.now(UTC)
         now = self._clock()
         for item in batch:
             self._finish(item.post.source)
@@ -196,7 +198,7 @@ class Worker:
             verdicts = self._pipeline.classify([i.post for i in batch])
             metrics.INFERENCE_SECONDS.observe(time.perf_counter() - started)
             return verdicts, []
-        except Exception as exc:  # noqa: BLE001 - any model failure must not stop the worker
+        except Exception as exc:
             metrics.ERRORS.labels("model").inc()
             if len(batch) == 1:
                 item = batch[0]
@@ -297,8 +299,11 @@ class Worker:
                 pass
         self.assigned -= revoked
         metrics.ASSIGNED_PARTITIONS.set(len(self.assigned))
-        log.info("partitions revoked: %s (%d unfinished posts left for the new owner)",
-                 sorted(revoked), len(dropped))
+        log.info(
+            "partitions revoked: %s (%d unfinished posts left for the new owner)",
+            sorted(revoked),
+            len(dropped),
+        )
 
     def _on_assigned(self, assigned: set[Partition]) -> None:
         self.assigned |= assigned

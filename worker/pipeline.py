@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from models.base import MISINFORMATION, SENTIMENT, Classifier, Scores
 from worker.policy import Policy
@@ -22,7 +22,7 @@ class Pipeline:
         pseudonymise: Callable[[str | None], str | None],
         *,
         store_text: bool = False,
-        clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.model = model
         self.policy = policy
@@ -47,7 +47,9 @@ class Pipeline:
         return Verdict(
             post_id=post.event.post_id,
             action=self.policy.decide(p_fake=p_fake, p_negative=sentiment["negative"]),
-            sentiment=SentimentResult(label=max(sentiment, key=sentiment.__getitem__), scores=sentiment),
+            sentiment=SentimentResult(
+                label=max(sentiment, key=sentiment.__getitem__), scores=sentiment
+            ),
             misinformation=MisinformationResult(
                 label="fake" if p_fake >= 0.5 else "real", score=p_fake
             ),

@@ -8,14 +8,24 @@ import random
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from worker.config import Settings
 from worker.kafka_client import make_producer
 
-_SUBJECTS = ["The vaccine", "My phone", "The new policy", "This movie", "Our team", "The mayor",
-             "5G towers", "The weather", "The hospital", "Drinking hot water"]
+_SUBJECTS = [
+    "The vaccine",
+    "My phone",
+    "The new policy",
+    "This movie",
+    "Our team",
+    "The mayor",
+    "5G towers",
+    "The weather",
+    "The hospital",
+    "Drinking hot water",
+]
 _CLAIMS = [
     "is absolutely wonderful, best day ever!",
     "was fine I guess, nothing special.",
@@ -36,7 +46,7 @@ def synthetic_events(seed: int = 7) -> Iterator[dict[str, object]]:
             "post_id": f"syn-{uuid.UUID(int=rng.getrandbits(128)).hex[:16]}-{n}",
             "text": f"{rng.choice(_SUBJECTS)} {rng.choice(_CLAIMS)}",
             "author_id": f"user{rng.randrange(10_000)}",
-            "created_at": datetime.now(timezone.utc).isoformat(),
+            "created_at": datetime.now(UTC).isoformat(),
             "lang": "en",
         }
 

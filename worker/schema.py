@@ -8,20 +8,20 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from enum import Enum
+from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 
-class Action(str, Enum):
+class Action(StrEnum):
     ALLOW = "allow"
     REVIEW = "review"
     BLOCK = "block"
 
 
-class DeadLetterReason(str, Enum):
+class DeadLetterReason(StrEnum):
     """Bounded set of reasons: also the label values of the dead-letter metric."""
 
     TOO_LARGE = "too_large"
@@ -63,13 +63,13 @@ class PostEvent(BaseModel):
         if isinstance(value, bool):
             raise ValueError("created_at must be RFC 3339 or epoch milliseconds")
         if isinstance(value, int | float):
-            return datetime.fromtimestamp(value / 1000.0, tz=timezone.utc)
+            return datetime.fromtimestamp(value / 1000.0, tz=UTC)
         if isinstance(value, str):
             try:
                 parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
             except ValueError as exc:
                 raise ValueError("created_at is not RFC 3339") from exc
-            return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
         raise ValueError("created_at must be RFC 3339 or epoch milliseconds")
 
 
@@ -150,7 +150,9 @@ def decode(
     except json.JSONDecodeError as exc:
         return dead(DeadLetterReason.NOT_JSON, str(exc))
     if not isinstance(obj, dict):
-        return dead(DeadLetterReason.NOT_OBJECT, f"expected a JSON object, got {type(obj).__name__}")
+        return dead(
+            DeadLetterReason.NOT_OBJECT, f"expected a JSON object, got {type(obj).__name__}"
+        )
     try:
         event = PostEvent.model_validate(obj)
     except ValidationError as exc:
@@ -165,7 +167,7 @@ def decode(
     if event.created_at is not None:
         event_time = event.created_at
     elif source.timestamp_ms is not None and source.timestamp_ms >= 0:
-        event_time = datetime.fromtimestamp(source.timestamp_ms / 1000.0, tz=timezone.utc)
+        event_time = datetime.fromtimestamp(source.timestamp_ms / 1000.0, tz=UTC)
     else:
-        event_time = datetime.now(timezone.utc)
+        event_time = datetime.now(UTC)
     return Post(event, source, event_time)

@@ -4,7 +4,9 @@ from tests.fakes import ManualClock
 from worker.batcher import BatchLimits, MicroBatcher
 
 
-def make(max_size: int = 4, wait: float = 0.05, budget: int = 1000) -> tuple[MicroBatcher[int], ManualClock]:
+def make(
+    max_size: int = 4, wait: float = 0.05, budget: int = 1000
+) -> tuple[MicroBatcher[int], ManualClock]:
     clock = ManualClock()
     # Items are their own token cost.
     return MicroBatcher(BatchLimits(max_size, wait, budget), cost=lambda x: x, clock=clock), clock

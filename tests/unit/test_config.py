@@ -1,4 +1,5 @@
 import pytest
+from pydantic import ValidationError
 
 from worker.config import ConfigError, load_settings
 
@@ -8,7 +9,11 @@ def test_defaults_match_the_contract(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(f"MODSTREAM_{name}", raising=False)
     s = load_settings()
     assert (s.input_topic, s.output_topic, s.dlq_topic, s.group_id) == (
-        "posts", "verdicts", "posts.dlq", "modstream")
+        "posts",
+        "verdicts",
+        "posts.dlq",
+        "modstream",
+    )
 
 
 def test_environment_is_read_and_settings_are_frozen(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -16,7 +21,7 @@ def test_environment_is_read_and_settings_are_frozen(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("MODSTREAM_METRICS_PORT", "9999")
     s = load_settings()
     assert s.bootstrap_servers == ["a:1", "b:2"] and s.metrics_port == 9999
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         s.metrics_port = 1  # type: ignore[misc]
 
 
@@ -29,7 +34,9 @@ def test_environment_is_read_and_settings_are_frozen(monkeypatch: pytest.MonkeyP
         ("MODSTREAM_BATCH_MAX_SIZE", "0"),
     ],
 )
-def test_a_wrong_setting_fails_with_its_name(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+def test_a_wrong_setting_fails_with_its_name(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
     monkeypatch.setenv(name, value)
     with pytest.raises(ConfigError, match=name):
         load_settings()

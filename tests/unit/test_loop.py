@@ -17,9 +17,17 @@ P0, P1 = Partition("posts", 0), Partition("posts", 1)
 
 
 class Rig:
-    def __init__(self, *, max_size: int = 4, wait: float = 0.05, redis_failures: int = 0,
-                 model: FakeModel | None = None, max_pending: int = 1000, store_text: bool = False,
-                 grace: float = 5.0) -> None:
+    def __init__(
+        self,
+        *,
+        max_size: int = 4,
+        wait: float = 0.05,
+        redis_failures: int = 0,
+        model: FakeModel | None = None,
+        max_pending: int = 1000,
+        store_text: bool = False,
+        grace: float = 5.0,
+    ) -> None:
         self.clock = ManualClock()
         self.sleeps: list[float] = []
         self.consumer = FakeConsumer()
@@ -28,13 +36,17 @@ class Rig:
         self.kafka = ListSink("kafka")
         self.dlq = ListSink("dead_letter")
         batcher: MicroBatcher[Item] = MicroBatcher(
-            BatchLimits(max_size, wait, 10_000), cost=lambda i: 10, clock=self.clock)
+            BatchLimits(max_size, wait, 10_000), cost=lambda i: 10, clock=self.clock
+        )
         self.worker = Worker(
-            self.consumer, batcher,
+            self.consumer,
+            batcher,
             Pipeline(self.model, Policy(), Pseudonymiser(b"k"), store_text=store_text),
-            [self.redis, self.kafka], self.dlq,
+            [self.redis, self.kafka],
+            self.dlq,
             LoopConfig(max_pending=max_pending, shutdown_grace_s=grace, max_text_chars=1000),
-            clock=self.clock, sleep=self._sleep,
+            clock=self.clock,
+            sleep=self._sleep,
         )
         self.consumer.subscribe(self.worker._on_revoked, self.worker._on_assigned)
 
@@ -52,8 +64,11 @@ def post(i: int, text: str = "hello world", **extra: object) -> dict[str, object
 
 def test_every_record_gets_exactly_one_result_and_offsets_follow() -> None:
     rig = Rig(max_size=4)
-    rig.consumer.queue = [record(i, post(i)) for i in range(3)] + [record(3, b"{broken")] + [
-        record(4, post(4, "this is fake news")), record(5, post(5, "i hate this"))]
+    rig.consumer.queue = (
+        [record(i, post(i)) for i in range(3)]
+        + [record(3, b"{broken")]
+        + [record(4, post(4, "this is fake news")), record(5, post(5, "i hate this"))]
+    )
     rig.worker.step()  # 5 posts queued: first batch of 4 is full
     rig.clock.advance(1)
     rig.worker.step()  # the last post's wait has run out
@@ -61,8 +76,13 @@ def test_every_record_gets_exactly_one_result_and_offsets_follow() -> None:
     assert rig.kafka.items == rig.redis.items
     assert [d.reason for d in rig.dlq.items] == [DeadLetterReason.NOT_JSON]  # type: ignore[attr-defined]
     actions = {v.post_id: v.action for v in rig.verdicts()}
-    assert actions == {"p0": Action.ALLOW, "p1": Action.ALLOW, "p2": Action.ALLOW,
-                       "p4": Action.BLOCK, "p5": Action.REVIEW}
+    assert actions == {
+        "p0": Action.ALLOW,
+        "p1": Action.ALLOW,
+        "p2": Action.ALLOW,
+        "p4": Action.BLOCK,
+        "p5": Action.REVIEW,
+    }
     assert rig.consumer.committed() == {P0: 6}
 
 
@@ -114,8 +134,11 @@ def test_text_is_stored_when_asked() -> None:
 
 def test_revocation_commits_what_is_done_and_drops_the_rest() -> None:
     rig = Rig(max_size=2)
-    rig.consumer.queue = [record(0, post(0), partition=0), record(1, post(1), partition=0),
-                          record(0, post(10), partition=1)]
+    rig.consumer.queue = [
+        record(0, post(0), partition=0),
+        record(1, post(1), partition=0),
+        record(0, post(10), partition=1),
+    ]
     rig.worker.step()  # p0, p1 written; p10 waits in the batcher
     assert rig.consumer.committed() == {P0: 2}
     assert rig.consumer.on_revoked is not None

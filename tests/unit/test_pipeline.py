@@ -1,5 +1,5 @@
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -10,12 +10,14 @@ from worker.policy import Policy
 from worker.privacy import Pseudonymiser
 from worker.schema import Post, PostEvent, SourceRef
 
-NOW = datetime(2025, 1, 1, tzinfo=timezone.utc)
+NOW = datetime(2025, 1, 1, tzinfo=UTC)
 
 
 def posts(*texts: str) -> list[Post]:
-    return [Post(PostEvent(post_id=f"p{i}", text=t), SourceRef("posts", 0, i), NOW)
-            for i, t in enumerate(texts)]
+    return [
+        Post(PostEvent(post_id=f"p{i}", text=t), SourceRef("posts", 0, i), NOW)
+        for i, t in enumerate(texts)
+    ]
 
 
 def test_verdict_fields() -> None:

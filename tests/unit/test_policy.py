@@ -17,12 +17,15 @@ from worker.schema import Action
     ],
 )
 def test_decide(p_fake: float, p_neg: float, action: Action) -> None:
-    assert Policy(block_fake=0.9, review_fake=0.5, review_negative=0.8).decide(p_fake, p_neg) is action
+    assert (
+        Policy(block_fake=0.9, review_fake=0.5, review_negative=0.8).decide(p_fake, p_neg) is action
+    )
 
 
 def test_overrides_win_over_artifact_values() -> None:
-    policy = Policy.from_mapping({"block_fake": 0.7, "review_fake": 0.4, "unknown": 3},
-                                 block_fake=0.99, review_negative=None)
+    policy = Policy.from_mapping(
+        {"block_fake": 0.7, "review_fake": 0.4, "unknown": 3}, block_fake=0.99, review_negative=None
+    )
     assert (policy.block_fake, policy.review_fake, policy.review_negative) == (0.99, 0.4, 0.8)
 
 

@@ -1,5 +1,5 @@
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -14,20 +14,27 @@ def _decode(value: bytes | None, **limits: int) -> Post | DeadLetter:
 
 
 def test_valid_event_keeps_fields_and_ignores_unknown_ones() -> None:
-    post = _decode(json.dumps({"post_id": "p1", "text": "hi", "author_id": "a", "lang": "en",
-                               "extra": [1, 2]}).encode())
+    post = _decode(
+        json.dumps(
+            {"post_id": "p1", "text": "hi", "author_id": "a", "lang": "en", "extra": [1, 2]}
+        ).encode()
+    )
     assert isinstance(post, Post)
     assert (post.event.post_id, post.event.text, post.event.author_id, post.event.lang) == (
-        "p1", "hi", "a", "en")
+        "p1",
+        "hi",
+        "a",
+        "en",
+    )
     assert post.source == SRC
 
 
 @pytest.mark.parametrize(
     ("created_at", "expected"),
     [
-        ("2024-05-01T12:00:00Z", datetime(2024, 5, 1, 12, tzinfo=timezone.utc)),
-        ("2024-05-01T14:00:00+02:00", datetime(2024, 5, 1, 12, tzinfo=timezone.utc)),
-        (1_714_564_800_000, datetime(2024, 5, 1, 12, tzinfo=timezone.utc)),
+        ("2024-05-01T12:00:00Z", datetime(2024, 5, 1, 12, tzinfo=UTC)),
+        ("2024-05-01T14:00:00+02:00", datetime(2024, 5, 1, 12, tzinfo=UTC)),
+        (1_714_564_800_000, datetime(2024, 5, 1, 12, tzinfo=UTC)),
     ],
 )
 def test_event_time_from_created_at(created_at: object, expected: datetime) -> None:
@@ -39,7 +46,7 @@ def test_event_time_from_created_at(created_at: object, expected: datetime) -> N
 def test_event_time_falls_back_to_record_timestamp() -> None:
     post = _decode(b'{"post_id": "p", "text": "t"}')
     assert isinstance(post, Post)
-    assert post.event_time == datetime.fromtimestamp(1_700_000_000, tz=timezone.utc)
+    assert post.event_time == datetime.fromtimestamp(1_700_000_000, tz=UTC)
 
 
 @pytest.mark.parametrize(

@@ -59,7 +59,7 @@ class RedisVerdictSink:
             key = self.key(verdict.post_id)
             # DEL first: re-processing overwrites the whole hash instead of merging fields.
             pipe.delete(key)
-            pipe.hset(key, mapping=verdict_fields(verdict))
+            pipe.hset(key, mapping=verdict_fields(verdict))  # type: ignore[arg-type]
             if self._ttl:
                 pipe.expire(key, self._ttl)
         try:

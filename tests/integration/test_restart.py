@@ -1,0 +1,120 @@
+"""A real ``modstream run`` process, killed mid-stream and started again."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+import redis
+
+from tests.integration.helpers import (
+    create_topics,
+    events,
+    settings_for,
+    to_bytes,
+    verdict_keys,
+    wait_for,
+)
+from worker.config import Settings
+from worker.kafka_client import make_producer
+
+pytestmark = pytest.mark.integration
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_worker(settings: Settings, metrics_port: int) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODSTREAM_")}
+    env.update(
+        {
+            "MODSTREAM_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+            "MODSTREAM_REDIS_URL": settings.redis_url.get_secret_value(),
+            "MODSTREAM_INPUT_TOPIC": settings.input_topic,
+            "MODSTREAM_OUTPUT_TOPIC": settings.output_topic,
+            "MODSTREAM_DLQ_TOPIC": settings.dlq_topic,
+            "MODSTREAM_GROUP_ID": settings.group_id,
+            "MODSTREAM_METRICS_PORT": str(metrics_port),
+            "MODSTREAM_METRICS_HOST": "127.0.0.1",
+            "MODSTREAM_BATCH_MAX_SIZE": "16",
+            "MODSTREAM_DEVICE": "cpu",
+        }
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", "worker", "run"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        return resp.read().decode()
+
+
+def test_killed_worker_restarts_without_losing_a_post_and_serves_metrics(
+    services,
+    run_id: str,  # type: ignore[no-untyped-def]
+) -> None:
+    settings = settings_for(services, run_id)
+    create_topics(settings)
+    posts = events(run_id, 400)
+    producer = make_producer(settings)
+    for event in posts:
+        producer.send(settings.input_topic, key=event["post_id"].encode(), value=to_bytes(event))
+    producer.flush()
+    client = redis.Redis.from_url(services.redis_url)
+
+    port = free_port()
+    first = start_worker(settings, port)
+    try:
+        wait_for(lambda: len(verdict_keys(client, run_id)) >= 60, 180, "the first verdicts")
+        body = scrape(port)
+        for name in (
+            "modstream_events_consumed_total",
+            "modstream_verdicts_total",
+            "modstream_dead_letters_total",
+            "modstream_batch_size_bucket",
+            "modstream_inference_seconds_bucket",
+            "modstream_end_to_end_latency_seconds_bucket",
+            "modstream_consumer_lag_records",
+            "modstream_errors_total",
+            "modstream_model_info",
+        ):
+            assert name in body, name
+        first.send_signal(signal.SIGKILL)  # no drain, no commit: the worst case
+        first.wait(timeout=30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    done_before = len(verdict_keys(client, run_id))
+    assert done_before < 400, "the stream should still be mid-way when killed"
+
+    # More events arrive while the worker is down.
+    for event in events(run_id, 100, start=400):
+        producer.send(settings.input_topic, key=event["post_id"].encode(), value=to_bytes(event))
+    producer.flush()
+    producer.close()
+
+    second = start_worker(settings, port)
+    try:
+        wait_for(lambda: len(verdict_keys(client, run_id)) >= 500, 240, "all 500 verdicts")
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(timeout=60) == 0, (
+            second.stderr.read().decode()[-2000:] if second.stderr else ""
+        )
+    finally:
+        if second.poll() is None:
+            second.kill()
+    assert {k.decode().rsplit(":", 1)[1] for k in verdict_keys(client, run_id)} == {
+        f"{run_id}-{i}" for i in range(500)
+    }

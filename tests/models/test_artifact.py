@@ -1,0 +1,144 @@
+"""Training on a small synthetic set, export, load, and the loader's refusals."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from models.artifact import ArtifactError, read_config
+from models.runtime import load_predictor
+from training.data import Example, task_data
+from training.export import export_artifact
+from training.train import TrainConfig, train_frozen
+
+pytestmark = pytest.mark.model
+
+GOOD = ["love", "wonderful", "great", "happy", "amazing", "fantastic"]
+BAD = ["hate", "awful", "terrible", "angry", "horrible", "disgusting"]
+FAKE = [
+    "miracle cure hidden by doctors",
+    "they are hiding the truth, share now",
+    "secret plot microchips in vaccines",
+]
+REAL = [
+    "the ministry reported new cases today",
+    "the council meets on tuesday",
+    "officials published the weekly figures",
+]
+
+
+def synthetic_tasks() -> list:  # type: ignore[type-arg]
+    sent_train, sent_val, mis_train, mis_val = [], [], [], []
+    for i in range(60):
+        g, b = GOOD[i % len(GOOD)], BAD[i % len(BAD)]
+        target = sent_train if i < 45 else sent_val
+        target.append(Example(f"what a {g} day number {i}", "positive"))
+        target.append(Example(f"such a {b} day number {i}", "negative"))
+        target.append(Example(f"the bus arrives at {i} past", "neutral"))
+        mtarget = mis_train if i < 45 else mis_val
+        mtarget.append(Example(f"{FAKE[i % 3]} #{i}", "fake"))
+        mtarget.append(Example(f"{REAL[i % 3]} #{i}", "real"))
+    return [
+        task_data("sentiment", sent_train, sent_val, ("negative", "neutral", "positive")),
+        task_data("misinformation", mis_train, mis_val, ("real", "fake")),
+    ]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    tasks = synthetic_tasks()
+    cfg = TrainConfig(epochs=30, batch_size=32, lr=3e-3, patience=30, head_hidden=32)
+    from training.embed import embed_texts
+
+    vectors = {
+        t.task: {
+            s: embed_texts([e.text for e in getattr(t, s)], use_cache=False, progress=False)
+            for s in ("train", "val")
+        }
+        for t in tasks
+    }
+    result = train_frozen(tasks, cfg, vectors)
+    out = tmp_path_factory.mktemp("artifact")
+    export_artifact(out, tasks, result, cfg)
+    return out, result
+
+
+def test_training_lowers_the_loss_and_beats_chance(trained) -> None:  # type: ignore[no-untyped-def]
+    _, result = trained
+    history = result.history
+    assert history[-1]["train_loss"] < 0.5 * history[0]["train_loss"]
+    best = max(history, key=lambda h: h["sentiment"] + h["misinformation"])
+    assert best["sentiment"] > 0.8  # chance: 1/3 macro recall
+    assert best["misinformation"] > 0.8  # chance: about 0.5 F1
+
+
+def test_export_then_load_gives_identical_predictions(trained) -> None:  # type: ignore[no-untyped-def]
+    directory, result = trained
+    predictor = load_predictor(directory, device="cpu", precision="fp32")
+    config = read_config(directory)
+    texts = ["what a love day number 3", "secret plot microchips in vaccines #99"]
+    from training.embed import embed_texts
+
+    with torch.inference_mode():
+        vecs = embed_texts(texts, use_cache=False, progress=False)
+        direct = {
+            t: torch.softmax(h(vecs) / config.temperatures[t], -1)
+            for t, h in result.heads.heads.items()
+        }
+    got = predictor.predict(texts)
+    for i in range(len(texts)):
+        for task, labels in config.labels.items():
+            for j, label in enumerate(labels):
+                assert got[i][task][label] == pytest.approx(float(direct[task][i, j]), abs=1e-5)
+    assert predictor.version.startswith("ms-")
+    assert set(config.policy) == {"block_fake", "review_fake", "review_negative"}
+
+
+def copy_artifact(src: Path, dst: Path) -> Path:
+    dst.mkdir()
+    for f in src.iterdir():
+        (dst / f.name).write_bytes(f.read_bytes())
+    return dst
+
+
+def test_tampered_weights_are_refused(trained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    d = copy_artifact(trained[0], tmp_path / "a")
+    data = bytearray((d / "heads.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (d / "heads.safetensors").write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="sha256"):
+        load_predictor(d, device="cpu")
+
+
+def test_pickle_weights_are_refused(trained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    d = copy_artifact(trained[0], tmp_path / "b")
+    (d / "heads.bin").write_bytes(pickle.dumps({"x": 1}))
+    with pytest.raises(ArtifactError, match="pickle"):
+        load_predictor(d, device="cpu")
+
+
+def test_a_config_pointing_at_pickle_is_refused(trained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    d = copy_artifact(trained[0], tmp_path / "c")
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["files"] = {"heads.ckpt.zip": "0" * 64}
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ArtifactError, match=r"only \.safetensors"):
+        load_predictor(d, device="cpu")
+
+
+def test_a_mismatched_base_encoder_is_refused(trained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    d = copy_artifact(trained[0], tmp_path / "d")
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["base_encoder_sha256"] = "f" * 64
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ArtifactError, match="encoder weights"):
+        load_predictor(d, device="cpu")
+
+
+def test_a_directory_without_config_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ArtifactError, match=r"no config\.json"):
+        load_predictor(tmp_path, device="cpu")
