@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -97,54 +97,27 @@ def train_frozen(
     }
     opt = torch.optim.AdamW(heads.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
-    best_score, best_state, best_logits, stale = -1.0, None, {}, 0
+    # Each head keeps its own best epoch: the tasks peak at different times.
+    best: dict[str, tuple[float, dict[str, torch.Tensor], torch.Tensor]] = {}
+    stale = {t.task: 0 for t in tasks}
     history: list[dict[str, float]] = []
     for epoch in range(cfg.epochs):
-        heads.train()
-        # Interleave the tasks' minibatches in a random order: every example trains its head.
-        batches = []
-        for t in tasks:
-            perm = torch.randperm(len(targets[t.task]["train"]), generator=gen)
-            batches += [
-                (t.task, perm[i : i + cfg.batch_size]) for i in range(0, len(perm), cfg.batch_size)
-            ]
-        order = torch.randperm(len(batches), generator=gen).tolist()
-        total = 0.0
-        for i in order:
-            task, idx = batches[i]
-            logits = heads.heads[task](vectors[task]["train"][idx])
-            loss = losses[task](logits, targets[task]["train"][idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += float(loss)
-        heads.eval()
-        with torch.inference_mode():
-            val_logits = {t.task: heads.heads[t.task](vectors[t.task]["val"]) for t in tasks}
-        scores = {
-            t.task: primary_metric(
-                t.task,
-                classification_report(
-                    targets[t.task]["val"].numpy(),
-                    torch.softmax(val_logits[t.task], -1).numpy(),
-                    t.labels,
-                ),
-            )
-            for t in tasks
-        }
-        mean_score = float(np.mean(list(scores.values())))
-        history.append({"epoch": epoch + 1, "train_loss": total / max(1, len(order)), **scores})
-        log.info("epoch %d loss %.4f val %s", epoch + 1, total / max(1, len(order)), scores)
-        if mean_score > best_score:
-            best_score, stale = mean_score, 0
-            best_state = {k: v.clone() for k, v in heads.state_dict().items()}
-            best_logits = {k: v.clone() for k, v in val_logits.items()}
-        else:
-            stale += 1
-            if stale >= cfg.patience:
-                break
-    assert best_state is not None
-    heads.load_state_dict(best_state)
+        loss = _train_epoch(heads, vectors, targets, losses, opt, cfg.batch_size, gen)
+        val_logits, scores = _validate(heads, vectors, targets, tasks)
+        history.append({"epoch": epoch + 1, "train_loss": loss, **scores})
+        log.info("epoch %d loss %.4f val %s", epoch + 1, loss, scores)
+        for task, score in scores.items():
+            if task not in best or score > best[task][0]:
+                state = {k: v.clone() for k, v in heads.heads[task].state_dict().items()}
+                best[task] = (score, state, val_logits[task].clone())
+                stale[task] = 0
+            else:
+                stale[task] += 1
+        if min(stale.values()) >= cfg.patience:
+            break
+    for task, (_, state, _) in best.items():
+        heads.heads[task].load_state_dict(state)
+    best_logits = {task: logits for task, (_, _, logits) in best.items()}
     return TrainResult(
         heads,
         best_logits,
@@ -152,3 +125,53 @@ def train_frozen(
         history,
         time.perf_counter() - started,
     )
+
+
+def _train_epoch(
+    heads: MultiTaskHeads,
+    vectors: dict[str, dict[str, torch.Tensor]],
+    targets: dict[str, dict[str, torch.Tensor]],
+    losses: Mapping[str, nn.Module],
+    opt: torch.optim.Optimizer,
+    batch_size: int,
+    gen: torch.Generator,
+) -> float:
+    """One pass over every task's training set, the tasks' minibatches interleaved at random
+    so that each example trains the head its label belongs to. Returns the mean loss."""
+    heads.train()
+    batches = []
+    for task, split in targets.items():
+        perm = torch.randperm(len(split["train"]), generator=gen)
+        batches += [(task, perm[i : i + batch_size]) for i in range(0, len(perm), batch_size)]
+    total = 0.0
+    for i in torch.randperm(len(batches), generator=gen).tolist():
+        task, idx = batches[i]
+        loss = losses[task](
+            heads.heads[task](vectors[task]["train"][idx]), targets[task]["train"][idx]
+        )
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        total += loss.detach().item()
+    return total / max(1, len(batches))
+
+
+def _validate(
+    heads: MultiTaskHeads,
+    vectors: dict[str, dict[str, torch.Tensor]],
+    targets: dict[str, dict[str, torch.Tensor]],
+    tasks: Sequence[TaskData],
+) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    heads.eval()
+    with torch.inference_mode():
+        logits = {t.task: heads.heads[t.task](vectors[t.task]["val"]) for t in tasks}
+    scores = {
+        t.task: primary_metric(
+            t.task,
+            classification_report(
+                targets[t.task]["val"].numpy(), torch.softmax(logits[t.task], -1).numpy(), t.labels
+            ),
+        )
+        for t in tasks
+    }
+    return logits, scores

@@ -13,6 +13,7 @@ from worker import metrics
 from worker.batcher import BatchLimits, MicroBatcher
 from worker.config import Settings
 from worker.consumer import InputConsumer
+from worker.errors import StartupError
 from worker.health import HealthServer
 from worker.kafka_client import make_consumer, make_producer
 from worker.loop import Item, LoopConfig, Worker
@@ -25,14 +26,14 @@ from worker.sinks.redis import RedisVerdictSink, connect_redis
 log = logging.getLogger(__name__)
 
 
-class StartupError(RuntimeError):
-    """A dependency (model, Redis, Kafka) is not usable; the message says which and why."""
-
-
 def load_model(settings: Settings) -> Classifier:
+    from models.artifact import ArtifactError
     from models.runtime import load_predictor
 
-    return load_predictor(settings.model_dir, settings.device)
+    try:
+        return load_predictor(settings.model_dir, settings.device)
+    except (ArtifactError, RuntimeError) as exc:
+        raise StartupError(f"model at MODSTREAM_MODEL_DIR={settings.model_dir}: {exc}") from exc
 
 
 def make_policy(settings: Settings, model: Classifier) -> Policy:

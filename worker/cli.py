@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from worker.config import ConfigError, Settings, describe_settings, load_settings
+from worker.errors import StartupError
 
 SETTINGS_HELP = "settings (environment variables):\n" + describe_settings()
 
@@ -113,5 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"modstream: {exc}", file=sys.stderr)
         return 2
+    except StartupError as exc:
+        print(f"modstream: cannot start: {exc}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         return 130

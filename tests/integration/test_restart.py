@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import urllib.request
+from pathlib import Path
 
 import pytest
 import redis
@@ -32,7 +33,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_worker(settings: Settings, metrics_port: int) -> subprocess.Popen[bytes]:
+def start_worker(settings: Settings, metrics_port: int, log: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODSTREAM_")}
     env.update(
         {
@@ -48,12 +49,10 @@ def start_worker(settings: Settings, metrics_port: int) -> subprocess.Popen[byte
             "MODSTREAM_DEVICE": "cpu",
         }
     )
-    return subprocess.Popen(
-        [sys.executable, "-m", "worker", "run"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    with log.open("ab") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "worker", "run"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
 
 
 def scrape(port: int) -> str:
@@ -62,9 +61,11 @@ def scrape(port: int) -> str:
 
 
 def test_killed_worker_restarts_without_losing_a_post_and_serves_metrics(
-    services,
-    run_id: str,  # type: ignore[no-untyped-def]
+    services,  # type: ignore[no-untyped-def]
+    run_id: str,
+    tmp_path: Path,
 ) -> None:
+    log = tmp_path / "worker.log"
     settings = settings_for(services, run_id)
     create_topics(settings)
     posts = events(run_id, 400)
@@ -75,7 +76,7 @@ def test_killed_worker_restarts_without_losing_a_post_and_serves_metrics(
     client = redis.Redis.from_url(services.redis_url)
 
     port = free_port()
-    first = start_worker(settings, port)
+    first = start_worker(settings, port, log)
     try:
         wait_for(lambda: len(verdict_keys(client, run_id)) >= 60, 180, "the first verdicts")
         body = scrape(port)
@@ -105,13 +106,11 @@ def test_killed_worker_restarts_without_losing_a_post_and_serves_metrics(
     producer.flush()
     producer.close()
 
-    second = start_worker(settings, port)
+    second = start_worker(settings, port, log)
     try:
         wait_for(lambda: len(verdict_keys(client, run_id)) >= 500, 240, "all 500 verdicts")
         second.send_signal(signal.SIGTERM)
-        assert second.wait(timeout=60) == 0, (
-            second.stderr.read().decode()[-2000:] if second.stderr else ""
-        )
+        assert second.wait(timeout=60) == 0, log.read_text()[-3000:]
     finally:
         if second.poll() is None:
             second.kill()

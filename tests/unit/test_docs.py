@@ -12,8 +12,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_readme_lists_every_setting() -> None:
     readme = (ROOT / "README.md").read_text()
-    missing = [f"MODSTREAM_{n.upper()}" for n in Settings.model_fields
-               if f"`MODSTREAM_{n.upper()}`" not in readme]
+    missing = [
+        f"MODSTREAM_{n.upper()}"
+        for n in Settings.model_fields
+        if f"`MODSTREAM_{n.upper()}`" not in readme
+    ]
     assert missing == []
 
 
