@@ -41,6 +41,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from worker.demo import run_demo
 
     _logging("WARNING")
+    # A fresh demo topic has no metadata for a moment; kafka-python warns about it.
+    logging.getLogger("kafka").setLevel(logging.ERROR)
     return run_demo(args.env_file, count=args.count, rate=args.rate)
 
 
@@ -93,7 +95,7 @@ def parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="start a local stack if needed and show live verdicts")
     demo.add_argument("--count", type=int, default=300, help="posts to stream")
-    demo.add_argument("--rate", type=float, default=100.0, help="posts per second")
+    demo.add_argument("--rate", type=float, default=40.0, help="posts per second")
     demo.set_defaults(func=cmd_demo)
 
     from training.cli import add_evaluate_arguments, add_train_arguments

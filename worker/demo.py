@@ -63,7 +63,7 @@ def _sample_events(count: int, run: str) -> list[dict[str, object]]:
     ]
 
 
-def run_demo(env_file: Path | None, count: int = 300, rate: float = 100.0) -> int:
+def run_demo(env_file: Path | None, count: int = 300, rate: float = 40.0) -> int:
     configured = load_settings(env_file)
     with ExitStack() as stack:
         overrides: dict[str, object] = {}
@@ -129,6 +129,7 @@ def _watch(settings: Settings, count: int, timeout: float = 300.0) -> None:
         bootstrap_servers=settings.bootstrap_servers,
         auto_offset_reset="earliest",
         group_id=None,
+        enable_auto_commit=False,
     )
     actions: Counter[str] = Counter()
     latencies: list[float] = []
