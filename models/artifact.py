@@ -41,13 +41,14 @@ class ArtifactConfig(BaseModel):
     format_version: int = FORMAT_VERSION
     base_encoder: str = BASE_ENCODER
     base_encoder_sha256: str
-    mode: Literal["frozen", "full"] = "frozen"
+    mode: Literal["frozen", "lora", "full"] = "frozen"
     labels: dict[str, list[str]]
     head_hidden: int = Field(ge=1)
     max_length: int = Field(ge=8, le=512)
     preprocessing_version: int = PREPROCESSING_VERSION
     temperatures: dict[str, float]
     policy: dict[str, float]
+    lora: dict[str, Any] | None = Field(None, description="r, alpha, target modules")
     files: dict[str, str] = Field(default_factory=dict, description="weights file -> sha256")
     training: dict[str, Any] = Field(default_factory=dict)
 

@@ -133,7 +133,11 @@ def load_predictor(
         )
     tensors = load_tensors(directory, config)
     encoder = load_encoder(base)
-    if config.mode == "full":
+    if config.mode == "lora":
+        from models.adapters import merge_lora
+
+        merge_lora(encoder, tensors["adapters"], config.lora or {})
+    elif config.mode == "full":
         encoder.load_state_dict(tensors["encoder"])
     heads = MultiTaskHeads(encoder.config.hidden_size, config.head_hidden, config.labels)
     heads.load_state_dict(tensors["heads"])

@@ -8,6 +8,7 @@ import torch
 
 def fit_temperature(logits: torch.Tensor, targets: torch.Tensor) -> float:
     """The temperature T minimising validation NLL of softmax(logits / T)."""
+    logits = logits.detach().clone()  # may come from inference mode; autograd needs a plain copy
     log_t = torch.zeros(1, requires_grad=True)
     opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200)
     loss_fn = torch.nn.CrossEntropyLoss()

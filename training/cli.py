@@ -6,9 +6,13 @@ import argparse
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from models import DEFAULT_ARTIFACT_DIR
 from training.data import TaskData, read_examples, task_data
+
+if TYPE_CHECKING:
+    from training.train import TrainConfig, TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +24,7 @@ KNOWN_LABELS = {
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=DEFAULT_ARTIFACT_DIR, help="artifact directory")
-    p.add_argument("--mode", choices=["frozen"], default="frozen")
+    p.add_argument("--mode", choices=["frozen", "lora", "full"], default="frozen")
     p.add_argument(
         "--data-dir",
         type=Path,
@@ -43,6 +47,29 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--patience", type=int, default=5)
     p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--dropout", type=float, default=0.1, help="dropout of the heads")
+    ft = p.add_argument_group("fine-tuning (--mode lora or full)")
+    ft.add_argument(
+        "--encoder-lr",
+        type=float,
+        default=None,
+        help="learning rate of the encoder (default: 5e-4 LoRA, 5e-5 full)",
+    )
+    ft.add_argument("--lora-r", type=int, default=16)
+    ft.add_argument("--lora-alpha", type=int, default=32)
+    ft.add_argument(
+        "--max-train-per-task",
+        type=int,
+        default=None,
+        help="stratified subsample of each task's training split (CPU budgets)",
+    )
+    ft.add_argument(
+        "--checkpoint-dir",
+        type=Path,
+        default=None,
+        help="save resumable checkpoints here after every epoch",
+    )
+    ft.add_argument("--resume", action="store_true", help="continue from --checkpoint-dir")
 
 
 def load_tasks(args: argparse.Namespace) -> list[TaskData]:
@@ -81,12 +108,14 @@ def train_command(args: argparse.Namespace) -> int:
         max_length=args.max_length,
         patience=args.patience,
         seed=args.seed,
+        dropout=args.dropout,
     )
-    if cfg.mode != "frozen":
-        raise SystemExit(f"mode {cfg.mode!r} is not available yet; use --mode frozen")
     tasks = load_tasks(args)
-    result = train_frozen(tasks, cfg)
-    version = export_artifact(args.out, tasks, result, cfg)
+    if cfg.mode == "frozen":
+        result = train_frozen(tasks, cfg)
+        version = export_artifact(args.out, tasks, result, cfg)
+    else:
+        version, result = _finetune(args, cfg, tasks)
     metrics = json.loads((args.out / "metrics.json").read_text())["validation"]
     for task, r in metrics.items():
         print(
@@ -97,25 +126,64 @@ def train_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _finetune(
+    args: argparse.Namespace, cfg: TrainConfig, tasks: list[TaskData]
+) -> tuple[str, TrainResult]:
+    from training.export import export_artifact
+    from training.finetune import LORA_TARGETS, FinetuneConfig, finetune, lora_tensors
+
+    ft = FinetuneConfig(
+        lora_r=args.lora_r,
+        lora_alpha=args.lora_alpha,
+        encoder_lr=args.encoder_lr or (5e-4 if cfg.mode == "lora" else 5e-5),
+        max_train_per_task=args.max_train_per_task,
+        checkpoint_dir=args.checkpoint_dir,
+        resume=args.resume,
+    )
+    result, model = finetune(tasks, cfg, ft)
+    if cfg.mode == "lora":
+        lora = {"r": ft.lora_r, "alpha": ft.lora_alpha, "target_modules": list(LORA_TARGETS)}
+        extra = {"adapters": lora_tensors(model)}
+        return export_artifact(args.out, tasks, result, cfg, extra, lora), result
+    extra = {"encoder": dict(model.encoder.state_dict())}
+    return export_artifact(args.out, tasks, result, cfg, extra), result
+
+
 def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", type=Path, default=DEFAULT_ARTIFACT_DIR, help="artifact directory")
     p.add_argument("--data", type=Path, required=True, help="labelled file (.jsonl/.csv/.tsv)")
     p.add_argument("--task", required=True, help="which head the labels belong to")
     p.add_argument("--text-col", default="text")
     p.add_argument("--label-col", default="label")
-    p.add_argument("--out", type=Path, help="write report.json and report.md here")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="write report.json, report.md and PNG plots here "
+        "(default: reports/<model version>-<task>/)",
+    )
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
-    from training.evaluate import evaluate_artifact
+    import sys
 
-    report = evaluate_artifact(
-        args.model, args.task, read_examples(args.data, args.text_col, args.label_col), args.out
-    )
+    from models.artifact import ArtifactError
+    from training.data import DataError
+    from training.evaluate import default_out_dir, evaluate_artifact, summary_text
+
+    try:
+        examples = read_examples(args.data, args.text_col, args.label_col)
+        out = args.out if args.out is not None else default_out_dir(args.model, args.task)
+        report = evaluate_artifact(args.model, args.task, examples, out)
+    except (DataError, ArtifactError) as exc:
+        print(f"modstream evaluate: {exc}", file=sys.stderr)
+        return 2
     overall = report["overall"]
     print(
         f"{args.task} on {args.data}: accuracy {overall['accuracy']:.3f} "
         f"macro-F1 {overall['macro_f1']:.3f} macro recall {overall['macro_recall']:.3f} "
         f"ECE {overall['ece']:.3f}"
     )
+    print()
+    print(summary_text(report))
+    print(f"wrote report.json, report.md and plots to {out}")
     return 0

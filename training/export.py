@@ -48,6 +48,7 @@ def export_artifact(
     result: TrainResult,
     cfg: TrainConfig,
     extra_tensors: dict[str, dict[str, torch.Tensor]] | None = None,
+    lora: dict[str, Any] | None = None,
 ) -> str:
     labels = {t.task: list(t.labels) for t in tasks}
     temperatures = {
@@ -71,6 +72,7 @@ def export_artifact(
         max_length=cfg.max_length,
         temperatures={k: round(v, 6) for k, v in temperatures.items()},
         policy=policy,
+        lora=lora,
         training={
             "seed": cfg.seed,
             "epochs_run": len(result.history),

@@ -61,3 +61,29 @@ def primary_metric(task: str, report: dict[str, Any]) -> float:
     if task == "misinformation" and "fake" in report["per_class"]:
         return float(report["per_class"]["fake"]["f1"])
     return float(report["macro_f1"])
+
+
+def reliability_bins(
+    y_true: Sequence[int] | np.ndarray, probs: np.ndarray, n_bins: int = 10
+) -> list[dict[str, Any]]:
+    """Per equal-width confidence bin ``(lower, upper]`` (the bins of
+    :func:`expected_calibration_error`): count, mean top-label confidence and accuracy.
+    Empty bins have count 0 and ``None`` for confidence and accuracy."""
+    y = np.asarray(y_true)
+    conf = probs.max(axis=1) if len(y) else np.zeros(0)
+    correct = probs.argmax(axis=1) == y if len(y) else np.zeros(0, dtype=bool)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    bins: list[dict[str, Any]] = []
+    for lo, hi in itertools.pairwise(edges):
+        mask = (conf > lo) & (conf <= hi)
+        count = int(mask.sum())
+        bins.append(
+            {
+                "lower": float(lo),
+                "upper": float(hi),
+                "count": count,
+                "confidence": float(conf[mask].mean()) if count else None,
+                "accuracy": float(correct[mask].mean()) if count else None,
+            }
+        )
+    return bins

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class TrainConfig:
-    mode: Literal["frozen", "full"] = "frozen"
+    mode: Literal["frozen", "lora", "full"] = "frozen"
     epochs: int = 40
     batch_size: int = 256
     lr: float = 1e-3
