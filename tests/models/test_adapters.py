@@ -28,8 +28,9 @@ def test_merged_encoder_matches_the_peft_model() -> None:
     # 6 layers x 6 Linear layers named query/key/value/dense, plus the (unused) pooler dense.
     assert merge_lora(merged, adapters, {"r": 4, "alpha": 8}) == 6 * 6 + 1
 
-    batch = load_tokenizer()(["a short post", "another one, a bit longer"], padding=True,
-                             return_tensors="pt")
+    batch = load_tokenizer()(
+        ["a short post", "another one, a bit longer"], padding=True, return_tensors="pt"
+    )
     adapted.eval()
     merged.eval()
     with torch.inference_mode():
@@ -43,7 +44,10 @@ def test_merged_encoder_matches_the_peft_model() -> None:
 def test_adapters_that_fit_no_layer_are_refused() -> None:
     a = torch.zeros(4, 384)
     with pytest.raises(ArtifactError, match="does not match"):
-        merge_lora(load_encoder(), {"base_model.model.nope.lora_A.weight": a,
-                                    "base_model.model.nope.lora_B.weight": a.T}, {"r": 4, "alpha": 8})
+        merge_lora(
+            load_encoder(),
+            {"base_model.model.nope.lora_A.weight": a, "base_model.model.nope.lora_B.weight": a.T},
+            {"r": 4, "alpha": 8},
+        )
     with pytest.raises(ArtifactError, match="'r' and 'alpha'"):
         merge_lora(load_encoder(), {}, {})
