@@ -259,9 +259,8 @@ def _epoch(
         sched.step()
         total += loss.detach().item()
         seen += len(idx)
-        bar.set_postfix(
-            loss=f"{total / n:.4f}", ex_s=f"{seen / (time.perf_counter() - started):.1f}"
-        )
+        rate = seen / (time.perf_counter() - started)
+        bar.set_postfix(loss=f"{total / n:.4f}", ex_s=f"{rate:.1f}", refresh=False)
     return total / max(1, len(batches))
 
 
