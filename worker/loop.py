@@ -128,10 +128,10 @@ class Worker:
     def step(self) -> None:
         records = self._consumer.poll(self._poll_timeout_ms(), self._cfg.max_poll_records)
         letters = self._accept(records)
-        self._write(self._dead_letters, letters)
-        for letter in letters:
-            self._finish(letter.source)
-            metrics.DEAD_LETTERS.labels(letter.reason.value).inc()
+        if self._write(self._dead_letters, letters):  # False only when abandoned at shutdown
+            for letter in letters:
+                self._finish(letter.source)
+                metrics.DEAD_LETTERS.labels(letter.reason.value).inc()
         if self._batcher.ready():
             self._process(self._batcher.take())
         self._commit()

@@ -201,3 +201,12 @@ def test_verdict_count_equals_post_count(n: int) -> None:
         rig.clock.advance(1)
         rig.worker.step()
     assert sorted(v.post_id for v in rig.verdicts()) == sorted(f"p{i}" for i in range(n))
+
+
+def test_dead_letters_not_acknowledged_at_shutdown_are_not_committed() -> None:
+    rig = Rig(max_size=1, grace=1.0)
+    rig.dlq.failures = 10**6
+    rig.consumer.queue = [record(0, b"{broken")]
+    rig.worker.request_stop()
+    rig.worker.step()
+    assert rig.consumer.committed() == {}
