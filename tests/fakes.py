@@ -67,6 +67,7 @@ class FakeConsumer:
     on_revoked: Callable[[set[Partition]], None] | None = None
     on_assigned: Callable[[set[Partition]], None] | None = None
     fail_commits: int = 0
+    rewound: list[dict[Partition, int]] = field(default_factory=list)
 
     def subscribe(
         self,
@@ -97,6 +98,9 @@ class FakeConsumer:
 
     def lag(self, positions: dict[Partition, int]) -> dict[Partition, int]:
         return {tp: 0 for tp in positions}
+
+    def rewind(self, offsets: dict[Partition, int]) -> None:
+        self.rewound.append(dict(offsets))
 
     def committed(self) -> dict[Partition, int]:
         merged: dict[Partition, int] = {}

@@ -45,6 +45,13 @@ class OffsetTracker:
             self._next[tp] = first + 1
         return True
 
+    def first_unfinished(self, tp: Partition) -> int | None:
+        """The lowest offset of ``tp`` polled but not done, if any."""
+        for offset, finished in self._pending.get(tp, {}).items():
+            if not finished:
+                return offset
+        return None
+
     def in_flight(self) -> int:
         return sum(len(p) for p in self._pending.values())
 

@@ -52,9 +52,12 @@ class InputConsumer:
     """Thin wrapper over :class:`KafkaConsumer` that speaks :class:`Record` and
     :class:`Partition`, so the loop never touches kafka-python types."""
 
-    def __init__(self, consumer: KafkaConsumer, topic: str) -> None:
+    def __init__(
+        self, consumer: KafkaConsumer, topic: str, auto_offset_reset: str = "earliest"
+    ) -> None:
         self._consumer = consumer
         self._topic = topic
+        self._reset = auto_offset_reset
         self._paused = False
 
     def subscribe(
@@ -104,6 +107,14 @@ class InputConsumer:
         if self._paused:
             self._consumer.resume(*self._consumer.paused())
             self._paused = False
+
+    def rewind(self, offsets: dict[Partition, int]) -> None:
+        """Move fetch positions back to ``offsets`` (a local seek, no request)."""
+        assigned = self._consumer.assignment()
+        for p, offset in offsets.items():
+            tp = TopicPartition(p.topic, p.partition)
+            if tp in assigned:
+                self._consumer.seek(tp, offset)
 
     def assignment(self) -> set[Partition]:
         return {Partition(tp.topic, tp.partition) for tp in self._consumer.assignment()}

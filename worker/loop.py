@@ -10,6 +10,7 @@ within the grace time, commits what is safe, and returns.
 from __future__ import annotations
 
 import logging
+import queue
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ class Consumer(Protocol):
     @property
     def paused(self) -> bool: ...
     def lag(self, positions: dict[Partition, int]) -> dict[Partition, int]: ...
+    def rewind(self, offsets: dict[Partition, int]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +98,8 @@ class Worker:
         self._next_lag_at = 0.0
         self.last_step_at = clock()
         self.assigned: set[Partition] = set()
+        self._rewind_to: dict[Partition, int] = {}
+        self._rebalances: queue.SimpleQueue[tuple[str, set[Partition]]] = queue.SimpleQueue()
 
     # --- lifecycle -------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -115,6 +119,7 @@ class Worker:
 
     def drain(self) -> None:
         """Finish the batches in hand within the grace time; commit what is done."""
+        self._apply_rebalances()
         self._abandon_at = self._clock() + self._cfg.shutdown_grace_s
         while len(self._batcher) and self._clock() < self._abandon_at:
             self._process(self._batcher.take())
@@ -127,6 +132,7 @@ class Worker:
     # --- the step --------------------------------------------------------------------------
     def step(self) -> None:
         records = self._consumer.poll(self._poll_timeout_ms(), self._cfg.max_poll_records)
+        self._apply_rebalances()
         letters = self._accept(records)
         if self._write(self._dead_letters, letters):  # False only when abandoned at shutdown
             for letter in letters:
@@ -285,10 +291,36 @@ class Worker:
                 metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lag)
 
     # --- rebalancing -----------------------------------------------------------------------
+    # kafka-python 3 calls the rebalance listener on its IO thread, which also drives
+    # heartbeats and commits: the callbacks only queue the change, and the loop applies it
+    # right after poll, on its own thread. A commit from the callback itself would wait on
+    # the very thread it blocks.
     def _on_revoked(self, revoked: set[Partition]) -> None:
-        """Commit what is done for the revoked partitions and drop what is not: the new
-        owner starts from the committed offset, so nothing is lost."""
+        self._rebalances.put(("revoked", set(revoked)))
+
+    def _on_assigned(self, assigned: set[Partition]) -> None:
+        self._rebalances.put(("assigned", set(assigned)))
+
+    def _apply_rebalances(self) -> None:
+        while True:
+            try:
+                kind, partitions = self._rebalances.get_nowait()
+            except queue.Empty:
+                return
+            if kind == "revoked":
+                self._revoke(partitions)
+            else:
+                self._assign(partitions)
+
+    def _revoke(self, revoked: set[Partition]) -> None:
+        """Commit what is done for the revoked partitions and drop what is not: the next
+        owner starts from the committed offset, so nothing is lost (at worst redone)."""
         self._commit(only=revoked)
+        # Where to read again if a partition comes straight back to this member: its fetch
+        # position is past the records dropped here, and they must not be skipped.
+        self._rewind_to = {
+            tp: off for tp in revoked if (off := self._tracker.first_unfinished(tp)) is not None
+        }
         dropped = self._batcher.drop(lambda item: item.record.tp not in revoked)
         self._tracker.forget(revoked)
         for tp in revoked:
@@ -300,12 +332,14 @@ class Worker:
         self.assigned -= revoked
         metrics.ASSIGNED_PARTITIONS.set(len(self.assigned))
         log.info(
-            "partitions revoked: %s (%d unfinished posts left for the new owner)",
+            "partitions revoked: %s (%d unfinished posts left for the next owner)",
             sorted(revoked),
             len(dropped),
         )
 
-    def _on_assigned(self, assigned: set[Partition]) -> None:
+    def _assign(self, assigned: set[Partition]) -> None:
+        self._consumer.rewind({tp: off for tp, off in self._rewind_to.items() if tp in assigned})
+        self._rewind_to = {}
         self.assigned |= assigned
         metrics.ASSIGNED_PARTITIONS.set(len(self.assigned))
         if self._consumer.paused:  # newly assigned partitions start unpaused

@@ -210,3 +210,15 @@ def test_dead_letters_not_acknowledged_at_shutdown_are_not_committed() -> None:
     rig.worker.request_stop()
     rig.worker.step()
     assert rig.consumer.committed() == {}
+
+
+def test_a_partition_that_comes_back_is_read_again_from_its_first_unfinished_record() -> None:
+    rig = Rig(max_size=2, wait=60)
+    rig.consumer.queue = [record(i, post(i)) for i in range(3)]
+    rig.worker.step()  # p0, p1 written and committed; p2 waits in the batcher
+    assert rig.consumer.on_revoked and rig.consumer.on_assigned
+    rig.consumer.on_revoked({P0})
+    rig.consumer.on_assigned({P0})  # an eager rebalance gives it straight back
+    rig.worker.step()
+    assert rig.consumer.rewound == [{P0: 2}]  # p2 was dropped: read it again
+    assert rig.consumer.committed() == {P0: 2}
