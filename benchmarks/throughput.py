@@ -18,13 +18,13 @@ import time
 import uuid
 from contextlib import ExitStack
 
-from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from models import DEFAULT_ARTIFACT_DIR
 from models.runtime import load_predictor
 from worker.app import build_worker
-from worker.config import Settings, load_settings
+from worker.config import load_settings
+from worker.kafka_client import committed_total
 from worker.produce import produce, synthetic_events
 
 
@@ -34,19 +34,6 @@ def model_only(predictor, texts: list[str], batch: int) -> float:  # type: ignor
     for i in range(0, len(texts), batch):
         predictor.predict(texts[i : i + batch])
     return len(texts) / (time.perf_counter() - started)
-
-
-def committed(settings: Settings) -> int:
-    c = KafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
-        group_id=settings.group_id,
-        enable_auto_commit=False,
-    )
-    try:
-        parts = c.partitions_for_topic(settings.input_topic) or set()
-        return sum(c.committed(TopicPartition(settings.input_topic, p)) or 0 for p in parts)
-    finally:
-        c.close()
 
 
 def end_to_end(predictor, n: int, batch: int) -> float:  # type: ignore[no-untyped-def]
@@ -78,7 +65,7 @@ def end_to_end(predictor, n: int, batch: int) -> float:  # type: ignore[no-untyp
         thread = threading.Thread(target=worker.run)
         started = time.perf_counter()
         thread.start()
-        while committed(settings) < n:
+        while committed_total(settings) < n:
             time.sleep(0.2)
         elapsed = time.perf_counter() - started
         worker.request_stop()

@@ -12,6 +12,17 @@ from worker.checkpoint import Partition
 from worker.consumer import Record
 from worker.sinks import SinkError
 
+# Series the ops dashboards rely on; the health and restart tests check they are served.
+REQUIRED_METRICS = (
+    "modstream_events_consumed_total",
+    "modstream_verdicts_total",
+    "modstream_dead_letters_total",
+    "modstream_batch_size_bucket",
+    "modstream_inference_seconds_bucket",
+    "modstream_end_to_end_latency_seconds_bucket",
+    "modstream_errors_total",
+)
+
 
 class FakeModel:
     """Scores from keywords: 'fake' in the text -> P(fake)=0.97, 'hate' -> negative."""

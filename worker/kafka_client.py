@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from worker.config import Settings
 
@@ -53,3 +53,16 @@ def make_consumer(settings: Settings, **overrides: Any) -> KafkaConsumer:
     }
     kwargs.update(overrides)
     return KafkaConsumer(**kwargs)
+
+
+def committed_total(settings: Settings) -> int:
+    """Sum over the input topic's partitions of the group's committed offsets (for tests,
+    benchmarks and ops checks: with offsets from 0, the number of records done)."""
+    consumer = KafkaConsumer(
+        **security_kwargs(settings), group_id=settings.group_id, enable_auto_commit=False
+    )
+    try:
+        parts = consumer.partitions_for_topic(settings.input_topic) or set()
+        return sum(consumer.committed(TopicPartition(settings.input_topic, p)) or 0 for p in parts)
+    finally:
+        consumer.close()

@@ -9,7 +9,6 @@ from contextlib import ExitStack, contextmanager
 
 import pytest
 import redis
-from kafka import KafkaConsumer, TopicPartition
 
 from models.base import Classifier
 from tests.fakes import FakeModel
@@ -24,7 +23,7 @@ from tests.integration.helpers import (
 )
 from worker.app import build_worker
 from worker.config import Settings
-from worker.kafka_client import make_producer
+from worker.kafka_client import committed_total, make_producer
 from worker.loop import Worker
 
 pytestmark = pytest.mark.integration
@@ -42,19 +41,6 @@ def running_worker(settings: Settings, model: Classifier) -> Iterator[Worker]:
             worker.request_stop()
             thread.join(timeout=60)
             assert not thread.is_alive(), "worker did not stop within 60 s"
-
-
-def committed_total(settings: Settings) -> int:
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
-        group_id=settings.group_id,
-        enable_auto_commit=False,
-    )
-    try:
-        parts = consumer.partitions_for_topic(settings.input_topic) or set()
-        return sum(consumer.committed(TopicPartition(settings.input_topic, p)) or 0 for p in parts)
-    finally:
-        consumer.close()
 
 
 @pytest.fixture(scope="module")

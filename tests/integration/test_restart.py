@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.fakes import REQUIRED_METRICS
 from tests.integration.helpers import (
     create_topics,
     events,
@@ -80,17 +81,7 @@ def test_killed_worker_restarts_without_losing_a_post_and_serves_metrics(
     try:
         wait_for(lambda: len(verdict_keys(client, run_id)) >= 60, 180, "the first verdicts")
         body = scrape(port)
-        for name in (
-            "modstream_events_consumed_total",
-            "modstream_verdicts_total",
-            "modstream_dead_letters_total",
-            "modstream_batch_size_bucket",
-            "modstream_inference_seconds_bucket",
-            "modstream_end_to_end_latency_seconds_bucket",
-            "modstream_consumer_lag_records",
-            "modstream_errors_total",
-            "modstream_model_info",
-        ):
+        for name in (*REQUIRED_METRICS, "modstream_consumer_lag_records", "modstream_model_info"):
             assert name in body, name
         first.send_signal(signal.SIGKILL)  # no drain, no commit: the worst case
         first.wait(timeout=30)

@@ -17,8 +17,8 @@ from tests.integration.helpers import (
     verdict_keys,
     wait_for,
 )
-from tests.integration.test_end_to_end import committed_total, running_worker
-from worker.kafka_client import make_producer
+from tests.integration.test_end_to_end import running_worker
+from worker.kafka_client import committed_total, make_producer
 
 pytestmark = pytest.mark.integration
 

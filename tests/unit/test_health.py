@@ -3,6 +3,7 @@ import urllib.request
 
 import pytest
 
+from tests.fakes import REQUIRED_METRICS
 from worker import metrics
 from worker.health import HealthServer
 
@@ -28,15 +29,7 @@ def test_metrics_and_probes(server) -> None:  # type: ignore[no-untyped-def]
     metrics.init_labels()
     status, body = get(base + "/metrics")
     assert status == 200
-    for name in (
-        "modstream_events_consumed_total",
-        "modstream_verdicts_total",
-        "modstream_dead_letters_total",
-        "modstream_batch_size_bucket",
-        "modstream_inference_seconds_bucket",
-        "modstream_end_to_end_latency_seconds_bucket",
-        "modstream_errors_total",
-    ):
+    for name in REQUIRED_METRICS:
         assert name in body
     assert 'modstream_verdicts_total{action="block"}' in body
     assert get(base + "/healthz")[0] == 200
