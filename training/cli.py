@@ -117,7 +117,8 @@ def train_command(args: argparse.Namespace) -> int:
     else:
         version, result = _finetune(args, cfg, tasks)
     metrics = json.loads((args.out / "metrics.json").read_text())["validation"]
-    for task, r in metrics.items():
+    for task, report in metrics.items():
+        r = report["overall"]
         print(
             f"{task}: accuracy {r['accuracy']:.3f} macro-F1 {r['macro_f1']:.3f} "
             f"macro recall {r['macro_recall']:.3f} ECE {r['ece']:.3f}"

@@ -14,7 +14,7 @@ from models.artifact import ArtifactConfig, save_artifact
 from models.encoder import BASE_ENCODER, encoder_sha256
 from training.calibrate import fit_temperature, threshold_for_precision, threshold_for_recall
 from training.data import TaskData
-from training.metrics import classification_report
+from training.evaluate import report_by_slice
 from training.train import TrainConfig, TrainResult
 
 
@@ -60,8 +60,10 @@ def export_artifact(
     }
     targets = {task: result.val_targets[task].numpy() for task in labels}
     policy = choose_policy(probs, targets, labels, cfg)
+    texts = {t.task: [e.text for e in t.val] for t in tasks}
     reports = {
-        task: classification_report(targets[task], probs[task], labels[task]) for task in labels
+        task: report_by_slice(texts[task], targets[task], probs[task], labels[task])
+        for task in labels
     }
     config = ArtifactConfig(
         base_encoder=BASE_ENCODER,
@@ -110,16 +112,19 @@ def model_card(config: ArtifactConfig, reports: dict[str, Any], tasks: Sequence[
         )
     lines += [
         "",
-        "## Validation metrics (calibrated)",
+        "## Validation metrics (calibrated), overall and by slice",
         "",
-        "| task | accuracy | macro-F1 | macro recall | ECE |",
-        "|---|---|---|---|---|",
+        "| task | slice | n | accuracy | macro-F1 | macro recall | F1 of fake | ECE |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for task, r in reports.items():
-        lines.append(
-            f"| {task} | {r['accuracy']:.3f} | {r['macro_f1']:.3f} | "
-            f"{r['macro_recall']:.3f} | {r['ece']:.3f} |"
-        )
+    for task, report in reports.items():
+        for name, r in [("overall", report["overall"]), *report["slices"].items()]:
+            fake = r["per_class"].get("fake", {}).get("f1")
+            lines.append(
+                f"| {task} | {name} | {r['n']} | {r['accuracy']:.3f} | {r['macro_f1']:.3f} | "
+                f"{r['macro_recall']:.3f} | {'' if fake is None else f'{fake:.3f}'} | "
+                f"{r['ece']:.3f} |"
+            )
     lines += [
         "",
         f"Temperatures: {config.temperatures}. Policy thresholds: {config.policy}.",

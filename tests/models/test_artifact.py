@@ -95,6 +95,10 @@ def test_export_then_load_gives_identical_predictions(trained) -> None:  # type:
             for j, label in enumerate(labels):
                 assert got[i][task][label] == pytest.approx(float(direct[task][i, j]), abs=1e-5)
     assert predictor.version.startswith("ms-")
+    card = (directory / "MODEL_CARD.md").read_text()
+    assert "| misinformation | overall |" in card and "| sentiment | overall |" in card
+    validation = json.loads((directory / "metrics.json").read_text())["validation"]
+    assert validation["sentiment"]["overall"]["n"] == 45  # 15 per label in the val split
     assert set(config.policy) == {"block_fake", "review_fake", "review_negative"}
 
 
