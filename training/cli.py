@@ -70,6 +70,12 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         help="save resumable checkpoints here after every epoch",
     )
     ft.add_argument("--resume", action="store_true", help="continue from --checkpoint-dir")
+    ft.add_argument(
+        "--select",
+        choices=["best", "last"],
+        default="best",
+        help="export the epoch with the best mean validation metric, or the final one",
+    )
 
 
 def load_tasks(args: argparse.Namespace) -> list[TaskData]:
@@ -140,6 +146,7 @@ def _finetune(
         max_train_per_task=args.max_train_per_task,
         checkpoint_dir=args.checkpoint_dir,
         resume=args.resume,
+        select=args.select,
     )
     result, model = finetune(tasks, cfg, ft)
     if cfg.mode == "lora":

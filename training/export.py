@@ -29,7 +29,9 @@ def choose_policy(
     fake = list(labels["misinformation"]).index("fake")
     p_fake = probs["misinformation"][:, fake]
     is_fake = (targets["misinformation"] == fake).astype(int)
-    block = threshold_for_precision(p_fake, is_fake, cfg.block_precision)
+    # Never block below even odds, even where validation precision would allow it: posts
+    # unlike the validation data (other topics) land there, and review is the safe side.
+    block = max(0.5, threshold_for_precision(p_fake, is_fake, cfg.block_precision))
     review = min(block, threshold_for_recall(p_fake, is_fake, cfg.review_recall))
     policy = {"block_fake": round(block, 6), "review_fake": round(review, 6)}
     if "sentiment" in probs and "negative" in labels["sentiment"]:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -44,6 +44,7 @@ class FinetuneConfig:
     max_train_per_task: int | None = None
     checkpoint_dir: Path | None = None
     resume: bool = False
+    select: Literal["best", "last"] = "best"  # best mean validation metric, or final epoch
 
 
 @dataclass
@@ -192,6 +193,8 @@ def finetune(
     for _ in range(state["epoch"]):
         bucketed_batches(train, cfg.batch_size, rng)  # replay the data order of finished epochs
     amp = autocast_dtype(device) if device.type == "cuda" else None
+    best_state: dict[str, torch.Tensor] | None = None
+    prior_seconds = float(state.get("seconds", 0.0))  # training time of earlier runs (resume)
     for epoch in range(state["epoch"], cfg.epochs):
         loss = _epoch(model, train, losses, opt, sched, cfg.batch_size, rng, device, amp, epoch)
         logits = val_logits(model, val, device)
@@ -208,16 +211,21 @@ def finetune(
         state["history"].append({"epoch": epoch + 1, "train_loss": loss, **scores})
         log.info("epoch %d loss %.4f val %s", epoch + 1, loss, scores)
         state["epoch"] = epoch + 1
+        state["seconds"] = prior_seconds + time.perf_counter() - started
         if mean > state["best"]:
             state["best"], state["stale"] = mean, 0
+            best_state = trainable_state(model)
             _save(model, opt, sched, state, ft, best=True)
         else:
             state["stale"] += 1
         _save(model, opt, sched, state, ft, best=False)
         if state["stale"] >= cfg.patience:
             break
-    if ft.checkpoint_dir is not None and (ft.checkpoint_dir / "best.safetensors").is_file():
-        _load_trainable(model, load_file(ft.checkpoint_dir / "best.safetensors"))
+    if ft.select == "best":
+        if best_state is None and ft.checkpoint_dir is not None:  # resumed after the best epoch
+            best_state = load_file(ft.checkpoint_dir / "best.safetensors")
+        if best_state is not None:
+            _load_trainable(model, best_state)
     best_val = val_logits(model, val, device)
     model.cpu()
     result = TrainResult(
@@ -225,7 +233,7 @@ def finetune(
         best_val,
         {t: val[t].targets for t in val},
         state["history"],
-        time.perf_counter() - started,
+        prior_seconds + time.perf_counter() - started,
     )
     return result, model
 
