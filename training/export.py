@@ -132,9 +132,12 @@ def model_card(config: ArtifactConfig, reports: dict[str, Any], tasks: Sequence[
         f"Temperatures: {config.temperatures}. Policy thresholds: {config.policy}.",
         "",
         "## Limits",
-        "Sentiment test data is known to hold more negative posts than training data; the",
-        "misinformation data covers COVID-19 posts of 2020 only. Scores drift as language does:",
-        "re-evaluate on fresh labelled samples before trusting thresholds.",
+        "Sentiment test data is known to hold more negative posts than training data.",
+        "The misinformation head learned from COVID-19 posts of 2020 alone, where the real",
+        "posts read like news and the fake ones like chatter: everyday posts on other topics",
+        "often get a high P(fake). Gate the block action to that domain, or retrain with",
+        "off-topic negatives, before using it on a general stream. Scores drift as language",
+        "does: re-evaluate on fresh labelled samples before trusting thresholds.",
         "",
     ]
     return "\n".join(lines)
