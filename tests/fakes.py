@@ -79,6 +79,7 @@ class FakeConsumer:
     on_assigned: Callable[[set[Partition]], None] | None = None
     fail_commits: int = 0
     rewound: list[dict[Partition, int]] = field(default_factory=list)
+    poll_timeouts: list[int] = field(default_factory=list)
 
     def subscribe(
         self,
@@ -88,6 +89,7 @@ class FakeConsumer:
         self.on_revoked, self.on_assigned = on_revoked, on_assigned
 
     def poll(self, timeout_ms: int, max_records: int) -> list[Record]:
+        self.poll_timeouts.append(timeout_ms)
         if self.paused:
             return []
         out, self.queue = self.queue[:max_records], self.queue[max_records:]

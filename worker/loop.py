@@ -145,6 +145,9 @@ class Worker:
         self._observe()
 
     def _poll_timeout_ms(self) -> int:
+        """Wait for records only while no batch is due: a full batch must not idle in poll."""
+        if self._batcher.ready():
+            return 0
         left = self._batcher.time_left()
         if left is None:
             return self._cfg.poll_timeout_ms

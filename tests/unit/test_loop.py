@@ -222,3 +222,13 @@ def test_a_partition_that_comes_back_is_read_again_from_its_first_unfinished_rec
     rig.worker.step()
     assert rig.consumer.rewound == [{P0: 2}]  # p2 was dropped: read it again
     assert rig.consumer.committed() == {P0: 2}
+
+
+def test_poll_does_not_wait_while_a_full_batch_is_due() -> None:
+    rig = Rig(max_size=2, wait=60)
+    rig.worker._cfg = rig.worker._cfg.__class__(max_poll_records=4)
+    rig.consumer.queue = [record(i, post(i)) for i in range(4)]
+    rig.worker.step()  # polls 4, processes 2: a full batch of 2 is still due
+    rig.worker.step()
+    assert rig.consumer.poll_timeouts == [100, 0]
+    assert len(rig.verdicts()) == 4
