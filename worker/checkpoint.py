@@ -38,7 +38,8 @@ class OffsetTracker:
             return False
         pending[offset] = True
         # Advance over the done prefix; dicts keep insertion (poll) order.
-        for first in list(pending):
+        while pending:
+            first = next(iter(pending))
             if not pending[first]:
                 break
             del pending[first]
