@@ -8,6 +8,7 @@ still in flight is never skipped, whatever order batches finish in.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable
 from typing import NamedTuple
 
@@ -21,13 +22,15 @@ class OffsetTracker:
     """Per partition: offsets handed out, offsets done, and what was last committed."""
 
     def __init__(self) -> None:
-        self._pending: dict[Partition, dict[int, bool]] = {}  # insertion order = poll order
+        # offset -> done, in poll order. OrderedDict: taking from the front stays O(1) after
+        # many deletions, which a plain dict's iteration does not guarantee.
+        self._pending: dict[Partition, OrderedDict[int, bool]] = {}
         self._next: dict[Partition, int] = {}  # next offset to commit, once done
         self._committed: dict[Partition, int] = {}
 
     def track(self, tp: Partition, offset: int) -> None:
         """A record was polled and is now in flight."""
-        pending = self._pending.setdefault(tp, {})
+        pending = self._pending.setdefault(tp, OrderedDict())
         pending[offset] = False
 
     def done(self, tp: Partition, offset: int) -> bool:
@@ -37,12 +40,11 @@ class OffsetTracker:
         if pending is None or offset not in pending:
             return False
         pending[offset] = True
-        # Advance over the done prefix; dicts keep insertion (poll) order.
-        while pending:
+        while pending:  # advance over the done prefix
             first = next(iter(pending))
             if not pending[first]:
                 break
-            del pending[first]
+            pending.popitem(last=False)
             self._next[tp] = first + 1
         return True
 
