@@ -13,11 +13,10 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from worker import localstack
 
 
 @dataclass(frozen=True)
@@ -36,16 +35,6 @@ def _docker_engine_answers() -> bool:
         return False
 
 
-def _read_env_file(path: Path) -> dict[str, str]:
-    out = {}
-    for line in path.read_text().splitlines():
-        line = line.removeprefix("export ").strip()
-        if "=" in line and not line.startswith("#"):
-            key, value = line.split("=", 1)
-            out[key] = value.strip("'\"")
-    return out
-
-
 @pytest.fixture(scope="session")
 def services() -> Iterator[Services]:
     kafka = os.environ.get("MODSTREAM_KAFKA_BOOTSTRAP_SERVERS")
@@ -61,8 +50,7 @@ def services() -> Iterator[Services]:
             host, port = r.get_container_host_ip(), r.get_exposed_port(6379)
             yield Services(k.get_bootstrap_server(), f"redis://{host}:{port}/0", "testcontainers")
         return
-    subprocess.run(["bash", str(ROOT / "deploy/local/stack.sh"), "up"], check=True)
-    env = _read_env_file(ROOT / ".stack/env")
+    env = localstack.up()
     yield Services(
         env["MODSTREAM_KAFKA_BOOTSTRAP_SERVERS"], env["MODSTREAM_REDIS_URL"], "local stack"
     )

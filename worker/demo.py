@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import subprocess
 import threading
 import time
 import uuid
@@ -21,34 +20,12 @@ from pathlib import Path
 from kafka import KafkaConsumer
 from kafka.admin import KafkaAdminClient, NewTopic
 
+from worker import localstack
 from worker.app import build_worker, load_model
 from worker.config import Settings, load_settings
 from worker.produce import file_events, produce
 
-ROOT = Path(__file__).resolve().parent.parent
-STACK = ROOT / "deploy" / "local" / "stack.sh"
-SAMPLE = ROOT / "deploy" / "demo" / "posts.jsonl"
-
-
-def _stack_env() -> dict[str, str]:
-    env = {}
-    for line in (ROOT / ".stack" / "env").read_text().splitlines():
-        key, _, value = line.removeprefix("export ").partition("=")
-        env[key.strip()] = value.strip().strip("'\"")
-    return env
-
-
-def _ensure_stack() -> tuple[dict[str, str], bool]:
-    """Endpoints of the local stack, and whether this call started it."""
-    if not STACK.is_file():
-        raise SystemExit(
-            "no local stack here: set MODSTREAM_KAFKA_BOOTSTRAP_SERVERS and MODSTREAM_REDIS_URL"
-        )
-    running = subprocess.run(["bash", str(STACK), "status"], capture_output=True).returncode == 0
-    if not running:
-        print("starting the local Kafka + Redis stack (first time: about a minute)...")
-        subprocess.run(["bash", str(STACK), "up"], check=True)
-    return _stack_env(), not running
+SAMPLE = localstack.ROOT / "deploy" / "demo" / "posts.jsonl"
 
 
 def _sample_events(count: int, run: str) -> list[dict[str, object]]:
@@ -64,9 +41,10 @@ def run_demo(env_file: Path | None, count: int = 300, rate: float = 40.0) -> int
     with ExitStack() as stack:
         overrides: dict[str, object] = {}
         if "kafka_bootstrap_servers" not in configured.model_fields_set:
-            env, started = _ensure_stack()
-            if started:
-                stack.callback(subprocess.run, ["bash", str(STACK), "down"], check=False)
+            if not localstack.running():
+                print("starting the local Kafka + Redis stack (first time: about a minute)...")
+                stack.callback(localstack.down)  # stop only what this demo started
+            env = localstack.up()
             overrides = {
                 "kafka_bootstrap_servers": env["MODSTREAM_KAFKA_BOOTSTRAP_SERVERS"],
                 "redis_url": env["MODSTREAM_REDIS_URL"],

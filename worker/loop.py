@@ -180,6 +180,7 @@ class Worker:
         """Classify one micro-batch, write its results everywhere, mark its offsets done."""
         if not batch:
             return
+        metrics.BATCH_SIZE.observe(len(batch))  # here, not in _classify: retries are not batches
         verdicts, letters = self._classify(batch)
         if not self._write(self._dead_letters, letters):
             return
@@ -201,7 +202,6 @@ class Worker:
     def _classify(self, batch: list[Item]) -> tuple[list[Verdict], list[DeadLetter]]:
         """One forward pass; if it fails, retry post by post so one bad post cannot hold
         back the rest, and dead-letter the posts that still fail."""
-        metrics.BATCH_SIZE.observe(len(batch))
         started = time.perf_counter()
         try:
             verdicts = self._pipeline.classify([i.post for i in batch])
