@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from models import DEFAULT_ARTIFACT_DIR
-from training.data import TaskData, read_examples, task_data
+from training.data import Example, TaskData, read_examples, task_data
 
 if TYPE_CHECKING:
     from training.train import TrainConfig, TrainResult
@@ -20,6 +20,13 @@ KNOWN_LABELS = {
     "sentiment": ("negative", "neutral", "positive"),
     "misinformation": ("real", "fake"),
 }
+# Folders of --data-dir that feed each task (those present are used), and the source name
+# given to rows of a folder whose files carry no ``source`` column.
+TASK_FOLDERS = {
+    "sentiment": ("sentiment",),
+    "misinformation": ("misinformation", "misinformation_general"),
+}
+FOLDER_SOURCES = {"sentiment": "semeval-sentiment", "misinformation": "constraint-covid"}
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
@@ -69,6 +76,13 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="save resumable checkpoints here after every epoch",
     )
+    ft.add_argument(
+        "--per-source-epoch",
+        type=int,
+        default=None,
+        help="each epoch draws at most this many training examples from each source group "
+        "(a fresh draw every epoch), so no single data set dominates a task",
+    )
     ft.add_argument("--resume", action="store_true", help="continue from --checkpoint-dir")
     ft.add_argument(
         "--select",
@@ -82,23 +96,33 @@ def load_tasks(args: argparse.Namespace) -> list[TaskData]:
     if args.task:
         if not (len(args.task) == len(args.train) == len(args.val)):
             raise SystemExit("give one --train and one --val per --task")
-        specs = list(zip(args.task, args.train, args.val, strict=True))
-    else:
         specs = [
-            (task, args.data_dir / task / "train.jsonl", args.data_dir / task / "val.jsonl")
-            for task in KNOWN_LABELS
+            (task, [train], [val])
+            for task, train, val in zip(args.task, args.train, args.val, strict=True)
         ]
-    tasks = []
-    for task, train, val in specs:
-        tasks.append(
-            task_data(
-                task,
-                read_examples(train, args.text_col, args.label_col),
-                read_examples(val, args.text_col, args.label_col),
-                KNOWN_LABELS.get(task),
+    else:
+        specs = []
+        for task, folders in TASK_FOLDERS.items():
+            present = [args.data_dir / f for f in folders if (args.data_dir / f).is_dir()]
+            if not present:
+                raise SystemExit(f"{args.data_dir} has no folder for task {task} ({folders})")
+            specs.append(
+                (task, [d / "train.jsonl" for d in present], [d / "val.jsonl" for d in present])
             )
-        )
-    return tasks
+
+    def read(paths: list[Path]) -> list[Example]:
+        return [
+            e
+            for p in paths
+            for e in read_examples(
+                p, args.text_col, args.label_col, FOLDER_SOURCES.get(p.parent.name)
+            )
+        ]
+
+    return [
+        task_data(task, read(train), read(val), KNOWN_LABELS.get(task))
+        for task, train, val in specs
+    ]
 
 
 def train_command(args: argparse.Namespace) -> int:
@@ -144,6 +168,7 @@ def _finetune(
         lora_alpha=args.lora_alpha,
         encoder_lr=args.encoder_lr or (5e-4 if cfg.mode == "lora" else 5e-5),
         max_train_per_task=args.max_train_per_task,
+        per_source_epoch=args.per_source_epoch,
         checkpoint_dir=args.checkpoint_dir,
         resume=args.resume,
         select=args.select,

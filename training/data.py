@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +19,14 @@ class DataError(ValueError):
 class Example:
     text: str
     label: str
+    source: str = ""  # the origin data set (and split), for per-source sampling and reports
+
+
+def source_group(source: str) -> str:
+    """The group a source is sampled and reported under: the split suffix dropped, and every
+    kind of everyday post (``tweeteval-*``) pooled as ``everyday``."""
+    name = re.sub(r"-(train|val|valid|test)$", "", source)
+    return "everyday" if name.startswith("tweeteval") else name
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,8 +42,15 @@ class TaskData:
         return Counter(e.label for e in self.train)
 
 
-def read_examples(path: Path, text_col: str = "text", label_col: str = "label") -> list[Example]:
-    """Read ``.jsonl``/``.json``, ``.csv`` or ``.tsv``; every row needs both columns."""
+def read_examples(
+    path: Path,
+    text_col: str = "text",
+    label_col: str = "label",
+    default_source: str | None = None,
+    source_col: str = "source",
+) -> list[Example]:
+    """Read ``.jsonl``/``.json``, ``.csv`` or ``.tsv``; every row needs both columns. A row's
+    source is its ``source_col`` value, else ``default_source``, else the file's folder name."""
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     suffix = path.suffix.lower()
@@ -58,7 +74,14 @@ def read_examples(path: Path, text_col: str = "text", label_col: str = "label") 
         text, label = row.get(text_col), row.get(label_col)
         if not isinstance(text, str) or label is None or str(label) == "":
             raise DataError(f"{path}: row {n} lacks {text_col!r} or {label_col!r}")
-        out.append(Example(text, str(label)))
+        source = row.get(source_col)
+        out.append(
+            Example(
+                text,
+                str(label),
+                str(source) if source else (default_source or path.parent.name),
+            )
+        )
     if not out:
         raise DataError(f"{path}: no examples")
     return out

@@ -26,7 +26,7 @@ from models.classifier import MultiTaskClassifier, MultiTaskHeads
 from models.encoder import load_encoder, load_tokenizer
 from models.preprocess import normalise
 from models.runtime import autocast_dtype, choose_device
-from training.data import TaskData
+from training.data import TaskData, source_group
 from training.metrics import classification_report, primary_metric
 from training.train import TrainConfig, TrainResult, class_weights, seed_everything
 
@@ -42,6 +42,7 @@ class FinetuneConfig:
     encoder_lr: float = 5e-4  # LoRA; full fine-tuning wants about 5e-5
     warmup: float = 0.06
     max_train_per_task: int | None = None
+    per_source_epoch: int | None = None  # cap per source group and epoch (several sources only)
     checkpoint_dir: Path | None = None
     resume: bool = False
     select: Literal["best", "last"] = "best"  # best mean validation metric, or final epoch
@@ -51,13 +52,34 @@ class FinetuneConfig:
 class Encoded:
     ids: list[list[int]]
     targets: torch.Tensor
+    groups: list[str]  # source group of each example
 
 
 def encode(task: TaskData, split: str, tokenizer: Any, max_length: int) -> Encoded:
     examples = getattr(task, split)
     ids = tokenizer([normalise(e.text) for e in examples], truncation=True, max_length=max_length)
     index = {label: i for i, label in enumerate(task.labels)}
-    return Encoded(ids["input_ids"], torch.tensor([index[e.label] for e in examples]))
+    return Encoded(
+        ids["input_ids"],
+        torch.tensor([index[e.label] for e in examples]),
+        [source_group(e.source) for e in examples],
+    )
+
+
+def epoch_indices(enc: Encoded, per_source: int | None, rng: random.Random) -> list[int]:
+    """The examples one epoch trains on: everything, or, where a task has several source
+    groups, at most ``per_source`` drawn afresh from each group, so a large data set (17,000
+    celebrity headlines) does not drown a small one (6,000 COVID tweets)."""
+    by_group: dict[str, list[int]] = {}
+    for i, group in enumerate(enc.groups):
+        by_group.setdefault(group, []).append(i)
+    if per_source is None or len(by_group) < 2:
+        return list(range(len(enc.ids)))
+    out: list[int] = []
+    for group in sorted(by_group):
+        idx = by_group[group]
+        out += idx if len(idx) <= per_source else rng.sample(idx, per_source)
+    return out
 
 
 def subsample(task: TaskData, limit: int | None, seed: int) -> TaskData:
@@ -91,12 +113,15 @@ def pad(batch: Sequence[list[int]], device: torch.device) -> dict[str, torch.Ten
 
 
 def bucketed_batches(
-    data: Mapping[str, Encoded], batch_size: int, rng: random.Random
+    data: Mapping[str, Encoded],
+    batch_size: int,
+    rng: random.Random,
+    per_source: int | None = None,
 ) -> list[tuple[str, list[int]]]:
     """Minibatches of similar length, one task each, in random order."""
     batches = []
     for task, enc in data.items():
-        order = list(range(len(enc.ids)))
+        order = epoch_indices(enc, per_source, rng)
         rng.shuffle(order)
         chunk = batch_size * 50
         for start in range(0, len(order), chunk):
@@ -180,7 +205,9 @@ def finetune(
         weight_decay=cfg.weight_decay,
     )
     rng = random.Random(cfg.seed)
-    steps_per_epoch = len(bucketed_batches(train, cfg.batch_size, random.Random(0)))
+    steps_per_epoch = len(
+        bucketed_batches(train, cfg.batch_size, random.Random(0), ft.per_source_epoch)
+    )
     total = steps_per_epoch * cfg.epochs
     from transformers import get_linear_schedule_with_warmup
 
@@ -191,12 +218,14 @@ def finetune(
         else {"epoch": 0, "best": -1.0, "stale": 0, "history": []}
     )
     for _ in range(state["epoch"]):
-        bucketed_batches(train, cfg.batch_size, rng)  # replay the data order of finished epochs
+        # Replay the data order of finished epochs.
+        bucketed_batches(train, cfg.batch_size, rng, ft.per_source_epoch)
     amp = autocast_dtype(device) if device.type == "cuda" else None
     best_state: dict[str, torch.Tensor] | None = None
     prior_seconds = float(state.get("seconds", 0.0))  # training time of earlier runs (resume)
     for epoch in range(state["epoch"], cfg.epochs):
-        loss = _epoch(model, train, losses, opt, sched, cfg.batch_size, rng, device, amp, epoch)
+        batches = bucketed_batches(train, cfg.batch_size, rng, ft.per_source_epoch)
+        loss = _epoch(model, train, batches, losses, opt, sched, device, amp, epoch)
         logits = val_logits(model, val, device)
         scores = {
             t.task: primary_metric(
@@ -241,17 +270,15 @@ def finetune(
 def _epoch(
     model: MultiTaskClassifier,
     train: Mapping[str, Encoded],
+    batches: Sequence[tuple[str, list[int]]],
     losses: Mapping[str, nn.Module],
     opt: torch.optim.Optimizer,
     sched: Any,
-    batch_size: int,
-    rng: random.Random,
     device: torch.device,
     amp: torch.dtype | None,
     epoch: int,
 ) -> float:
     model.train()
-    batches = bucketed_batches(train, batch_size, rng)
     total, seen, started = 0.0, 0, time.perf_counter()
     bar = tqdm(batches, desc=f"epoch {epoch + 1}", unit="batch", mininterval=5)
     for n, (task, idx) in enumerate(bar, 1):

@@ -51,7 +51,6 @@ def loop_config(settings: Settings) -> LoopConfig:
         max_poll_records=settings.max_poll_records,
         max_pending=settings.max_pending_records,
         max_event_bytes=settings.max_event_bytes,
-        max_text_chars=settings.max_text_chars,
         shutdown_grace_s=settings.shutdown_grace_seconds,
     )
 

@@ -100,9 +100,6 @@ class Settings(BaseSettings):
     max_event_bytes: int = Field(
         64 * 1024, ge=256, description="Records larger than this go to the dead-letter topic."
     )
-    max_text_chars: int = Field(
-        10_000, ge=1, description="Posts with longer text go to the dead-letter topic."
-    )
 
     # --- Privacy ---------------------------------------------------------------------------
     pseudonym_key: SecretStr = Field(

@@ -64,7 +64,6 @@ class LoopConfig:
     max_poll_records: int = 500
     max_pending: int = 5000
     max_event_bytes: int = 64 * 1024
-    max_text_chars: int = 10_000
     shutdown_grace_s: float = 20.0
     lag_interval_s: float = 2.0
     retry_backoff_s: tuple[float, float] = (0.1, 5.0)
@@ -167,7 +166,6 @@ class Worker:
                 record.value,
                 source,
                 max_event_bytes=self._cfg.max_event_bytes,
-                max_text_chars=self._cfg.max_text_chars,
                 headers=record.headers,
             )
             if isinstance(decoded, DeadLetter):

@@ -44,9 +44,11 @@ class Pipeline:
         sentiment = scores[SENTIMENT]
         misinfo = scores[MISINFORMATION]
         p_fake = misinfo["fake"]
+        decision = self.policy.decide(p_fake=p_fake, p_negative=sentiment["negative"])
         return Verdict(
             post_id=post.event.post_id,
-            action=self.policy.decide(p_fake=p_fake, p_negative=sentiment["negative"]),
+            action=decision.action,
+            reasons=list(decision.reasons),
             sentiment=SentimentResult(
                 label=max(sentiment, key=sentiment.__getitem__), scores=sentiment
             ),

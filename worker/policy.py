@@ -6,14 +6,28 @@ by settings. The rule, in order:
 1. ``block``  when P(fake) >= ``block_fake``;
 2. ``review`` when P(fake) >= ``review_fake`` or P(negative) >= ``review_negative``;
 3. ``allow``  otherwise.
+
+Every decision carries its ``reasons``: the rules that decided it, each with the score and
+the threshold (``fake_score=0.9712>=block_fake=0.9300``), so a moderator and an auditor see
+why. An ``allow`` lists the rules that did not fire (``fake_score=0.0310<review_fake=...``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from worker.schema import Action
+
+
+class Decision(NamedTuple):
+    action: Action
+    reasons: tuple[str, ...]
+
+
+def _rule(score_name: str, score: float, threshold_name: str, threshold: float) -> str:
+    op = ">=" if score >= threshold else "<"
+    return f"{score_name}={score:.4f}{op}{threshold_name}={threshold:.4f}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,9 +51,21 @@ class Policy:
         merged.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**merged)
 
-    def decide(self, p_fake: float, p_negative: float) -> Action:
+    def decide(self, p_fake: float, p_negative: float) -> Decision:
         if p_fake >= self.block_fake:
-            return Action.BLOCK
-        if p_fake >= self.review_fake or p_negative >= self.review_negative:
-            return Action.REVIEW
-        return Action.ALLOW
+            return Decision(
+                Action.BLOCK, (_rule("fake_score", p_fake, "block_fake", self.block_fake),)
+            )
+        fake = _rule("fake_score", p_fake, "review_fake", self.review_fake)
+        negative = _rule("negative_score", p_negative, "review_negative", self.review_negative)
+        fired = tuple(
+            reason
+            for reason, hit in (
+                (fake, p_fake >= self.review_fake),
+                (negative, p_negative >= self.review_negative),
+            )
+            if hit
+        )
+        if fired:
+            return Decision(Action.REVIEW, fired)
+        return Decision(Action.ALLOW, (fake, negative))

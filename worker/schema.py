@@ -29,7 +29,6 @@ class DeadLetterReason(StrEnum):
     NOT_JSON = "not_json"
     NOT_OBJECT = "not_object"
     INVALID = "invalid_fields"
-    TEXT_TOO_LONG = "text_too_long"
     MODEL_ERROR = "model_error"
 
 
@@ -111,6 +110,9 @@ class Verdict(BaseModel):
 
     post_id: str
     action: Action
+    reasons: list[str] = Field(
+        default_factory=list, description="The policy rules, scores and thresholds that decided."
+    )
     sentiment: SentimentResult
     misinformation: MisinformationResult
     model_version: str
@@ -130,7 +132,6 @@ def decode(
     source: SourceRef,
     *,
     max_event_bytes: int,
-    max_text_chars: int,
     headers: list[tuple[str, bytes]] | None = None,
 ) -> Post | DeadLetter:
     """Turn one Kafka record into a :class:`Post`, or a :class:`DeadLetter` saying why not."""
@@ -160,10 +161,6 @@ def decode(
             f"{'.'.join(str(p) for p in e['loc']) or 'event'}: {e['msg']}" for e in exc.errors()
         )
         return dead(DeadLetterReason.INVALID, detail)
-    if len(event.text) > max_text_chars:
-        return dead(
-            DeadLetterReason.TEXT_TOO_LONG, f"{len(event.text)} chars > limit {max_text_chars}"
-        )
     if event.created_at is not None:
         event_time = event.created_at
     elif source.timestamp_ms is not None and source.timestamp_ms >= 0:

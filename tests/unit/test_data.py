@@ -16,7 +16,8 @@ from training.data import DataError, Example, read_examples, task_data
 def test_formats_and_named_columns(tmp_path: Path, name: str, body: str) -> None:
     f = tmp_path / name
     f.write_text(body)
-    assert read_examples(f, "tweet", "y") == [Example("hello", "pos"), Example("bye", "neg")]
+    got = read_examples(f, "tweet", "y", default_source="demo")
+    assert got == [Example("hello", "pos", "demo"), Example("bye", "neg", "demo")]
 
 
 @pytest.mark.parametrize(

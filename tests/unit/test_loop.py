@@ -44,7 +44,7 @@ class Rig:
             Pipeline(self.model, Policy(), Pseudonymiser(b"k"), store_text=store_text),
             [self.redis, self.kafka],
             self.dlq,
-            LoopConfig(max_pending=max_pending, shutdown_grace_s=grace, max_text_chars=1000),
+            LoopConfig(max_pending=max_pending, shutdown_grace_s=grace),
             clock=self.clock,
             sleep=self._sleep,
         )

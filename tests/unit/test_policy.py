@@ -17,8 +17,22 @@ from worker.schema import Action
     ],
 )
 def test_decide(p_fake: float, p_neg: float, action: Action) -> None:
-    assert (
-        Policy(block_fake=0.9, review_fake=0.5, review_negative=0.8).decide(p_fake, p_neg) is action
+    decision = Policy(block_fake=0.9, review_fake=0.5, review_negative=0.8).decide(p_fake, p_neg)
+    assert decision.action is action
+    assert decision.reasons  # every decision says why
+
+
+def test_reasons_name_the_rules_scores_and_thresholds_that_decided() -> None:
+    policy = Policy(block_fake=0.93, review_fake=0.4, review_negative=0.8)
+    assert policy.decide(0.97123, 0.99).reasons == ("fake_score=0.9712>=block_fake=0.9300",)
+    assert policy.decide(0.5, 0.85).reasons == (
+        "fake_score=0.5000>=review_fake=0.4000",
+        "negative_score=0.8500>=review_negative=0.8000",
+    )
+    assert policy.decide(0.1, 0.85).reasons == ("negative_score=0.8500>=review_negative=0.8000",)
+    assert policy.decide(0.1, 0.2).reasons == (
+        "fake_score=0.1000<review_fake=0.4000",
+        "negative_score=0.2000<review_negative=0.8000",
     )
 
 

@@ -9,7 +9,7 @@ SRC = SourceRef("posts", 2, 41, 1_700_000_000_000)
 
 
 def _decode(value: bytes | None, **limits: int) -> Post | DeadLetter:
-    kw = {"max_event_bytes": 1000, "max_text_chars": 100, **limits}
+    kw = {"max_event_bytes": 1000, **limits}
     return decode(b"key", value, SRC, headers=[("h", b"v")], **kw)
 
 
@@ -62,7 +62,6 @@ def test_event_time_falls_back_to_record_timestamp() -> None:
         (b'{"post_id": "", "text": "empty id"}', DeadLetterReason.INVALID),
         (b'{"post_id": "p", "text": "t", "created_at": "yesterday"}', DeadLetterReason.INVALID),
         (b'{"post_id": "p", "text": "t", "created_at": true}', DeadLetterReason.INVALID),
-        (json.dumps({"post_id": "p", "text": "x" * 101}).encode(), DeadLetterReason.TEXT_TOO_LONG),
         (b"{" + b" " * 2000 + b"}", DeadLetterReason.TOO_LARGE),
         (None, DeadLetterReason.NOT_JSON),
     ],

@@ -29,6 +29,7 @@ def verdict_fields(verdict: Verdict) -> dict[str, str]:
     """The hash stored per post. ``json`` holds the whole verdict."""
     return {
         "action": verdict.action.value,
+        "reasons": "; ".join(verdict.reasons),
         "sentiment": verdict.sentiment.label,
         "misinformation": verdict.misinformation.label,
         "fake_score": f"{verdict.misinformation.score:.6f}",
