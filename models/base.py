@@ -1,8 +1,15 @@
-"""The small interface the worker sees: labels, ``max_length``, ``predict(texts)``."""
+"""The small interface the worker sees: labels, ``max_length``, and scoring in two steps.
+
+Scoring is split so the worker can run the steps on different threads (the shape of TEI's
+queue and model tasks): :meth:`Classifier.prepare` normalises and tokenises on the CPU, and
+its real token counts size the micro-batches; :meth:`Classifier.predict_encoded` pads,
+runs the model on its device and returns exactly one result per post.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 # task name -> label -> probability, one mapping per input text.
@@ -12,8 +19,43 @@ SENTIMENT = "sentiment"
 MISINFORMATION = "misinformation"
 
 
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """One post, tokenised: its windows of token ids (special tokens included).
+
+    A post that fits the model's ``max_length`` has one window; a longer one has several
+    (head, tail and strided middle), which the model scores as separate rows and folds back
+    into one result for the post.
+    """
+
+    windows: tuple[tuple[int, ...], ...]
+
+    @property
+    def rows(self) -> int:
+        """Rows this post adds to a model batch."""
+        return len(self.windows)
+
+    @property
+    def tokens(self) -> int:
+        """Length of its longest window: what a batch holding it is padded to at least."""
+        return max(len(w) for w in self.windows)
+
+
+def padded_tokens(items: Sequence[Encoded]) -> int:
+    """Token slots a batch of ``items`` costs once padded: rows x longest window."""
+    if not items:
+        return 0
+    return sum(i.rows for i in items) * max(i.tokens for i in items)
+
+
 class Classifier(Protocol):
-    """A multi-task text classifier. ``predict`` returns exactly one result per text."""
+    """A multi-task text classifier.
+
+    ``prepare`` is pure CPU work with no device access, safe to call from any thread.
+    ``predict_encoded`` runs the model and must be called from one thread at a time (the
+    model stage); it returns exactly one result per item, in order. ``predict`` is both in
+    one call, for tools and tests.
+    """
 
     @property
     def version(self) -> str: ...
@@ -27,13 +69,8 @@ class Classifier(Protocol):
     @property
     def policy(self) -> Mapping[str, float]: ...
 
+    def prepare(self, texts: Sequence[str]) -> list[Encoded]: ...
+
+    def predict_encoded(self, items: Sequence[Encoded]) -> list[Scores]: ...
+
     def predict(self, texts: Sequence[str]) -> list[Scores]: ...
-
-
-def estimate_tokens(text: str, max_length: int) -> int:
-    """A cheap upper-bound guess of a text's token count, for the batcher's budget.
-
-    WordPiece yields roughly one token per 3-4 characters of tweet-like English; the guess
-    errs high so a batch stays within its budget, and is clipped to the truncation length.
-    """
-    return min(max_length, len(text) // 3 + 2)
