@@ -184,8 +184,18 @@ def _finetune(
 
 def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", type=Path, default=DEFAULT_ARTIFACT_DIR, help="artifact directory")
-    p.add_argument("--data", type=Path, required=True, help="labelled file (.jsonl/.csv/.tsv)")
-    p.add_argument("--task", required=True, help="which head the labels belong to")
+    p.add_argument("--data", type=Path, help="labelled file (.jsonl/.csv/.tsv); needs --task")
+    p.add_argument("--task", help="which head the labels of --data belong to")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        help="instead of --data: every task's val split in this folder (as for training), "
+        "reported per source with false alarms on everyday posts, precision at the block "
+        "threshold and a TF-IDF baseline trained on the train splits",
+    )
+    p.add_argument(
+        "--no-baseline", action="store_true", help="with --data-dir: skip the TF-IDF baseline"
+    )
     p.add_argument("--text-col", default="text")
     p.add_argument("--label-col", default="label")
     p.add_argument(
@@ -198,6 +208,15 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
 
 def evaluate_command(args: argparse.Namespace) -> int:
     import sys
+
+    if args.data is None:
+        if args.data_dir is None:
+            print("modstream evaluate: give --data FILE --task T, or --data-dir", file=sys.stderr)
+            return 2
+        return evaluate_all_command(args)
+    if args.task is None:
+        print("modstream evaluate: --data needs --task", file=sys.stderr)
+        return 2
 
     from models.artifact import ArtifactError
     from training.data import DataError
@@ -219,4 +238,28 @@ def evaluate_command(args: argparse.Namespace) -> int:
     print()
     print(summary_text(report))
     print(f"wrote report.json, report.md and plots to {out}")
+    return 0
+
+
+def evaluate_all_command(args: argparse.Namespace) -> int:
+    """Every validation split of --data-dir, per source, at the artifact's own policy."""
+    from models.runtime import load_predictor
+    from training.evaluate import REPORTS_DIR
+    from training.model_card import moderation_lines
+    from training.validation import validation_reports
+
+    args.task = []
+    tasks = load_tasks(args)
+    predictor = load_predictor(args.model, precision="fp32")
+    report = validation_reports(
+        predictor, tasks, policy=predictor.policy, with_baseline=not args.no_baseline
+    )
+    report["model_version"] = predictor.version
+    text = "\n".join(moderation_lines(report))
+    print(text)
+    out = args.out if args.out is not None else REPORTS_DIR / f"{predictor.version}-all"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "report.md").write_text(f"# Evaluation of {predictor.version}\n\n{text}\n")
+    print(f"wrote report.json and report.md to {out}")
     return 0

@@ -41,6 +41,10 @@ class TaskData:
     def counts(self) -> Counter[str]:
         return Counter(e.label for e in self.train)
 
+    def source_counts(self) -> Counter[str]:
+        """Training examples per source group."""
+        return Counter(source_group(e.source) for e in self.train)
+
 
 def read_examples(
     path: Path,

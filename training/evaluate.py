@@ -11,8 +11,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from models.artifact import artifact_version, read_config
+from models.base import MISINFORMATION
 from training.data import DataError, Example
 from training.metrics import classification_report, reliability_bins
+from training.moderation import misinformation_report, misinformation_table
 
 if TYPE_CHECKING:
     from models.runtime import Predictor
@@ -107,6 +109,15 @@ def evaluate_artifact(
     report["task"] = task
     report["labels"] = labels
     report["reliability"] = reliability_bins(y, probs)
+    if (
+        task == MISINFORMATION
+        and "fake" in labels
+        and {"block_fake", "review_fake"} <= set(predictor.policy)
+    ):
+        is_fake = (y == labels.index("fake")).astype(np.float64)
+        report["moderation"] = misinformation_report(
+            [e.source for e in examples], is_fake, probs[:, labels.index("fake")], predictor.policy
+        )
     if out_dir is not None:
         write_report(report, out_dir)
     return report
@@ -220,6 +231,9 @@ def summary_text(report: dict[str, Any]) -> str:
     the confusion matrix overall and for each slice (what the CLI prints)."""
     labels: list[str] = report["labels"]
     lines = headline_table(report)
+    if "moderation" in report:
+        lines += ["", "## By source, at the model's policy thresholds", ""]
+        lines += misinformation_table(report["moderation"])
     if report["empty_slices"]:
         lines += ["", "No posts in: " + ", ".join(report["empty_slices"]) + "."]
     sections = [("Overall", report["overall"])]

@@ -38,8 +38,8 @@ class TrainConfig:
     max_length: int = 128
     patience: int = 5
     seed: int = 13
-    block_precision: float = 0.95
-    review_recall: float = 0.95
+    block_precision: float = 0.95  # stream precision of fake needed to block
+    review_precision: float = 0.5  # stream precision of fake needed to send to review
     review_negative_precision: float = 0.8
 
 
