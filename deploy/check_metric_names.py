@@ -3,10 +3,11 @@
 
     python deploy/check_metric_names.py [--root REPO]
 
-Metrics: every ``modstream_*`` name in deploy/prometheus/*.yml, deploy/grafana/**/*.json and
-deploy/k8s/*.yaml must be a series that worker/metrics.py exposes: a Counter ``x_total``
-as ``x_total`` (and ``x_created``), a Gauge as its name, a Histogram ``x`` as ``x_bucket``,
-``x_sum`` and ``x_count``, an Info ``x`` as ``x_info``. A bare histogram or Info name is
+Metrics: every ``modstream_*`` name in deploy/prometheus/*.yml, the promtool tests in
+deploy/prometheus/tests/*.yml, deploy/grafana/**/*.json and deploy/k8s/*.yaml must be a
+series that worker/metrics.py exposes: a Counter ``x_total`` as ``x_total`` (and
+``x_created``), a Gauge as its name, a Histogram ``x`` as ``x_bucket``, ``x_sum`` and
+``x_count``, an Info ``x`` as ``x_info``. A bare histogram or Info name is
 reported, since no such series exists. A name with colons (``level:metric:operation``) is a
 recording rule: it must be recorded in deploy/prometheus/*.yml, and its metric part must
 be a declared metric (after stripping ``_total``/``_bucket``/``_sum``/``_count``/``_info``).
@@ -143,6 +144,7 @@ def find_problems(root: Path = ROOT) -> tuple[list[str], int, int]:
     rules = recorded_rules(rule_files)
     metric_files = [
         *rule_files,
+        *sorted((deploy / "prometheus" / "tests").glob("*.yml")),
         *sorted((deploy / "grafana").rglob("*.json")),
         *sorted((deploy / "k8s").glob("*.yaml")),
     ]
