@@ -4,24 +4,25 @@ from __future__ import annotations
 
 import logging
 import signal
-import time
 from contextlib import ExitStack
 from types import FrameType
 
-from models.base import Classifier, estimate_tokens
+from models.base import Classifier
 from worker import metrics
-from worker.batcher import BatchLimits, MicroBatcher
+from worker.batcher import BatchLimits, MicroBatcher, Size
 from worker.config import Settings
 from worker.consumer import InputConsumer
 from worker.errors import StartupError
+from worker.flow import Prepared
 from worker.health import HealthServer
 from worker.kafka_client import make_consumer, make_producer
-from worker.loop import Item, LoopConfig, Worker
+from worker.loop import LoopConfig, Worker
 from worker.pipeline import Pipeline
 from worker.policy import Policy
 from worker.privacy import Pseudonymiser
 from worker.sinks.kafka import DeadLetterSink, KafkaVerdictSink
 from worker.sinks.redis import RedisVerdictSink, connect_redis
+from worker.stages import ModelBrokenError
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,8 @@ def build_worker(settings: Settings, model: Classifier, stack: ExitStack) -> Wor
             f"Kafka at MODSTREAM_KAFKA_BOOTSTRAP_SERVERS={settings.kafka_bootstrap_servers} "
             f"is not usable: {exc!r}"
         ) from exc
-    stack.callback(producer.close)
+    # Bounded: a writer stuck on a dead broker must not hold the process at exit.
+    stack.callback(producer.close, timeout=5)
     stack.callback(consumer.close)  # closes first: leaves the group before the producer goes
     timeout = settings.sink_timeout_seconds
     pipeline = Pipeline(
@@ -84,9 +86,8 @@ def build_worker(settings: Settings, model: Classifier, stack: ExitStack) -> Wor
     limits = BatchLimits(
         settings.batch_max_size, settings.batch_max_wait_ms / 1000.0, settings.batch_token_budget
     )
-    max_length = model.max_length
-    batcher: MicroBatcher[Item] = MicroBatcher(
-        limits, lambda item: estimate_tokens(item.post.event.text, max_length)
+    batcher: MicroBatcher[Prepared] = MicroBatcher(
+        limits, lambda p: Size(p.encoded.rows, p.encoded.tokens)
     )
     return Worker(
         consumer,
@@ -122,10 +123,8 @@ def run(settings: Settings, model: Classifier | None = None) -> int:
             server = HealthServer(
                 settings.metrics_host,
                 settings.metrics_port,
-                alive=lambda: time.monotonic() - worker.last_step_at < stale_after,
-                ready=lambda: (
-                    not worker.stopping and time.monotonic() - worker.last_step_at < stale_after
-                ),
+                alive=lambda: worker.alive(stale_after),
+                ready=lambda: worker.ready(stale_after),
             ).start()
             stack.callback(server.close)
             log.info("metrics on http://%s:%d/metrics", settings.metrics_host, server.port)
@@ -137,6 +136,10 @@ def run(settings: Settings, model: Classifier | None = None) -> int:
             settings.output_topic,
             settings.dlq_topic,
         )
-        worker.run()
+        try:
+            worker.run()
+        except ModelBrokenError as exc:
+            log.error("stopping: %s (what was acknowledged is committed)", exc)
+            return 4
     log.info("stopped cleanly")
     return 0

@@ -1,18 +1,22 @@
-"""A pure micro-batcher: no Kafka, no torch, no sleeping.
+"""A pure, length-aware micro-batcher: no Kafka, no torch, no threads, no sleeping.
 
-A batch closes when it is full (``max_size`` items), when the padded token cost of the
-waiting items reaches ``token_budget`` (cost = items x longest item, because batches are
-padded to their longest member), or when the oldest waiting item has waited ``max_wait_s``.
+Items wait in a window. Each has a size in model rows and tokens (its longest window of
+token ids), from the real tokenisation. A batch is released when it is full (``max_size``
+items), when the waiting work fills the token budget, when the oldest item has waited
+``max_wait_s``, or when the caller says the model is idle (no reason to hold posts back
+then). A batch always holds the oldest waiting item (so none waits past ``max_wait_s``
+for lack of a batch), filled with the waiting items closest to it in length, as long as
+``rows x longest`` stays within ``token_budget``: padding is paid on every row.
 The clock is injected, so tests drive time by hand.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 T = TypeVar("T")
 
@@ -32,65 +36,106 @@ class BatchLimits:
             raise ValueError("token_budget must be at least 1")
 
 
+class Size(NamedTuple):
+    """What one item costs a batch: rows it adds, and the length each row is padded to."""
+
+    rows: int
+    tokens: int
+
+
+class _Entry(NamedTuple, Generic[T]):
+    seq: int  # arrival order
+    item: T
+    size: Size
+    arrived: float
+
+
 class MicroBatcher(Generic[T]):
     """Collects items and hands them out in batches that respect :class:`BatchLimits`."""
 
     def __init__(
         self,
         limits: BatchLimits,
-        cost: Callable[[T], int],
+        size: Callable[[T], Size],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._limits = limits
-        self._cost = cost
+        self._size = size
         self._clock = clock
-        self._items: deque[tuple[T, int, float]] = deque()  # (item, cost, arrival time)
+        self._entries: dict[int, _Entry[T]] = {}  # by seq: insertion order is arrival order
+        self._seq = itertools.count()
+        self._work = 0  # sum of rows x tokens waiting: the unpadded cost
+
+    @property
+    def limits(self) -> BatchLimits:
+        return self._limits
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._entries)
 
     def add(self, item: T) -> None:
-        self._items.append((item, max(1, self._cost(item)), self._clock()))
+        rows, tokens = self._size(item)
+        size = Size(max(1, rows), max(1, tokens))
+        seq = next(self._seq)
+        self._entries[seq] = _Entry(seq, item, size, self._clock())
+        self._work += size.rows * size.tokens
 
     def extend(self, items: Iterable[T]) -> None:
         for item in items:
             self.add(item)
 
+    def _oldest(self) -> _Entry[T] | None:
+        return next(iter(self._entries.values()), None)
+
     def time_left(self) -> float | None:
         """Seconds until the oldest item's wait runs out (0 when overdue), None when empty."""
-        if not self._items:
+        oldest = self._oldest()
+        if oldest is None:
             return None
-        waited = self._clock() - self._items[0][2]
-        return max(0.0, self._limits.max_wait_s - waited)
+        return max(0.0, self._limits.max_wait_s - (self._clock() - oldest.arrived))
 
-    def ready(self) -> bool:
-        """True when a batch should be taken now."""
-        if not self._items:
+    def ready(self, idle: bool = False) -> bool:
+        """True when a batch should be taken now; ``idle``: the model has nothing to do."""
+        if not self._entries:
             return False
-        if len(self._items) >= self._limits.max_size:
+        if idle or len(self._entries) >= self._limits.max_size:
+            return True
+        if self._work >= self._limits.token_budget:
             return True
         left = self.time_left()
-        if left is not None and left <= 1e-9:  # tolerate float rounding of clock sums
-            return True
-        longest = max(cost for _, cost, _ in self._items)
-        return longest * len(self._items) >= self._limits.token_budget
+        return left is not None and left <= 1e-9  # tolerate float rounding of clock sums
 
     def take(self) -> list[T]:
-        """Remove and return the next batch, oldest first; at least one item if any wait."""
-        batch: list[T] = []
-        longest = 0
-        while self._items and len(batch) < self._limits.max_size:
-            item, cost, _ = self._items[0]
-            grown = max(longest, cost)
-            if batch and grown * (len(batch) + 1) > self._limits.token_budget:
+        """Remove and return the next batch in arrival order; at least one item if any wait."""
+        oldest = self._oldest()
+        if oldest is None:
+            return []
+        anchor = oldest.size.tokens
+        # Closest in length to the oldest item first; among equals, the older first.
+        candidates = sorted(
+            (e for e in self._entries.values() if e.seq != oldest.seq),
+            key=lambda e: (abs(e.size.tokens - anchor), e.seq),
+        )
+        chosen = [oldest]
+        rows, longest = oldest.size.rows, oldest.size.tokens
+        for entry in candidates:
+            if len(chosen) >= self._limits.max_size:
                 break
-            self._items.popleft()
-            batch.append(item)
-            longest = grown
-        return batch
+            grown = max(longest, entry.size.tokens)
+            if (rows + entry.size.rows) * grown > self._limits.token_budget:
+                continue  # a shorter one further down the list may still fit
+            chosen.append(entry)
+            rows, longest = rows + entry.size.rows, grown
+        chosen.sort(key=lambda e: e.seq)
+        for entry in chosen:
+            del self._entries[entry.seq]
+            self._work -= entry.size.rows * entry.size.tokens
+        return [e.item for e in chosen]
 
     def drop(self, keep: Callable[[T], bool]) -> list[T]:
         """Remove the items for which ``keep`` is false (revoked partitions); return them."""
-        dropped = [item for item, _, _ in self._items if not keep(item)]
-        self._items = deque(entry for entry in self._items if keep(entry[0]))
-        return dropped
+        dropped = [e for e in self._entries.values() if not keep(e.item)]
+        for entry in dropped:
+            del self._entries[entry.seq]
+            self._work -= entry.size.rows * entry.size.tokens
+        return [e.item for e in dropped]

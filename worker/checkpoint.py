@@ -1,4 +1,4 @@
-"""Offset tracking: which offsets are safe to commit.
+"""Offset tracking (which offsets are safe to commit) and the checkpoint that commits them.
 
 Kafka commits one offset per partition: "everything before this is done". A record is
 *done* once its verdict (or dead letter) is acknowledged by every sink. The committable
@@ -8,9 +8,17 @@ still in flight is never skipped, whatever order batches finish in.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections import OrderedDict
 from collections.abc import Iterable
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
+
+from kafka.errors import KafkaError
+
+from worker import metrics
+
+log = logging.getLogger(__name__)
 
 
 class Partition(NamedTuple):
@@ -73,3 +81,51 @@ class OffsetTracker:
             self._pending.pop(tp, None)
             self._next.pop(tp, None)
             self._committed.pop(tp, None)
+
+
+class Committer(Protocol):
+    def commit(self, offsets: dict[Partition, int]) -> None:
+        """Synchronously commit "everything before offset is done" per partition."""
+
+
+class Checkpoint:
+    """The one place that turns "every sink acknowledged" into a commit.
+
+    1. The writer stage waits until every sink has acknowledged a batch's results, and only
+       then reports its records (:class:`worker.flow.Completed`); the main thread marks
+       them done here with :meth:`done`.
+    2. :meth:`commit` commits, per partition, the offset after the done prefix: a record
+       still in flight is never skipped, whatever order batches finish in.
+
+    An exactly-once mode becomes a branch in this class: the writer sends through a
+    transactional producer, and step 2 becomes ``send_offsets_to_transaction`` +
+    ``commit_transaction`` (``abort_transaction`` on failure) instead of a consumer commit.
+    Called from the main thread only (the consumer is not thread-safe).
+    """
+
+    def __init__(self, committer: Committer, tracker: OffsetTracker | None = None) -> None:
+        self._committer = committer
+        self.tracker = tracker or OffsetTracker()
+
+    def done(self, tp: Partition, offset: int) -> bool:
+        return self.tracker.done(tp, offset)
+
+    def commit(self, only: set[Partition] | None = None) -> bool:
+        """Commit what moved; False when the commit failed (retried on the next call)."""
+        offsets = self.tracker.committable()
+        if only is not None:
+            offsets = {tp: off for tp, off in offsets.items() if tp in only}
+        if not offsets:
+            return True
+        started = time.perf_counter()
+        try:
+            self._committer.commit(offsets)
+        except KafkaError as exc:
+            metrics.ERRORS.labels("commit").inc()
+            log.warning("offset commit failed (%r); will retry", exc)
+            return False
+        finally:
+            metrics.STAGE_SECONDS.labels("commit").observe(time.perf_counter() - started)
+        self.tracker.mark_committed(offsets)
+        metrics.COMMITS.inc()
+        return True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
@@ -30,6 +31,32 @@ class Record:
     @property
     def tp(self) -> Partition:
         return Partition(self.topic, self.partition)
+
+
+class Consumer(Protocol):
+    """What the loop needs from the input side (an in-memory fake in unit tests).
+
+    Every method is called from the main loop's thread only: kafka-python's consumer is not
+    thread-safe. ``poll`` blocks up to ``timeout_ms``; ``commit`` blocks for one round trip
+    to the group coordinator; the rest return at once. The rebalance callbacks given to
+    ``subscribe`` may run on the client's own thread: they must only queue the change.
+    A bounded input (a replay of a range that ends) is another implementation of this
+    protocol, driven by the same loop.
+    """
+
+    def subscribe(
+        self,
+        on_revoked: Callable[[set[Partition]], None],
+        on_assigned: Callable[[set[Partition]], None],
+    ) -> None: ...
+    def poll(self, timeout_ms: int, max_records: int) -> list[Record]: ...
+    def commit(self, offsets: dict[Partition, int]) -> None: ...
+    def pause(self) -> None: ...
+    def resume(self) -> None: ...
+    @property
+    def paused(self) -> bool: ...
+    def lag(self, positions: dict[Partition, int]) -> dict[Partition, int]: ...
+    def rewind(self, offsets: dict[Partition, int]) -> None: ...
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]

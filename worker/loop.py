@@ -1,10 +1,17 @@
-"""The run loop. One :meth:`Worker.step` is the whole data flow:
+"""The main loop. One :meth:`Worker.step` is the main thread's whole job:
 
-    poll -> decode (dead letters out) -> batch -> classify -> write sinks -> commit
+    poll -> decode (dead letters out) -> track offsets -> hand posts to the stages
+         -> take acknowledged results back -> commit -> backpressure
 
-Offsets advance only to the last record whose verdict or dead letter every sink has
-acknowledged. A signal only sets a flag: the loop stops polling, drains the batch in hand
-within the grace time, commits what is safe, and returns.
+and the stages (:mod:`worker.stages`, one thread each) do the rest:
+
+    tokenize + batch formation -> model + policy -> sinks (Redis, output topic, dead letters)
+
+Every consumer call (poll, commit, pause/resume, seek, rebalance handling) stays on this
+thread: kafka-python's consumer is not thread-safe. Offsets advance only to the last
+record whose verdict or dead letter every sink has acknowledged (:class:`Checkpoint`).
+A signal only sets a flag: the loop stops polling, lets the stages drain within the grace
+time, commits what is safe, and returns, even if a sink hangs.
 """
 
 from __future__ import annotations
@@ -14,66 +21,43 @@ import queue
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Protocol, TypeVar
-
-from kafka.errors import KafkaError
 
 from worker import metrics
 from worker.batcher import MicroBatcher
-from worker.checkpoint import OffsetTracker, Partition
-from worker.consumer import Record
+from worker.checkpoint import Checkpoint, Partition
+from worker.consumer import Consumer, Record
+from worker.flow import Board, Channel, Completed, Generations, Item, Prepared, Ref, WriteJob
 from worker.pipeline import Pipeline
-from worker.schema import DeadLetter, DeadLetterReason, Post, SourceRef, Verdict, decode
-from worker.sinks import Sink, SinkError
+from worker.schema import DeadLetter, SourceRef, Verdict, decode
+from worker.sinks import Sink
+from worker.stages import ModelStage, StageRunner, TokenizeStage, WriterStage
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
-
-class Consumer(Protocol):
-    """What the loop needs from the input side (an in-memory fake in unit tests)."""
-
-    def subscribe(
-        self,
-        on_revoked: Callable[[set[Partition]], None],
-        on_assigned: Callable[[set[Partition]], None],
-    ) -> None: ...
-    def poll(self, timeout_ms: int, max_records: int) -> list[Record]: ...
-    def commit(self, offsets: dict[Partition, int]) -> None: ...
-    def pause(self) -> None: ...
-    def resume(self) -> None: ...
-    @property
-    def paused(self) -> bool: ...
-    def lag(self, positions: dict[Partition, int]) -> dict[Partition, int]: ...
-    def rewind(self, offsets: dict[Partition, int]) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Item:
-    """A decoded post on its way through the batcher."""
-
-    post: Post
-    record: Record
-    polled_at: float
+__all__ = ["Consumer", "Item", "LoopConfig", "Worker"]
 
 
 @dataclass(frozen=True, slots=True)
 class LoopConfig:
     poll_timeout_ms: int = 100
     max_poll_records: int = 500
-    max_pending: int = 5000
+    max_pending: int = 5000  # records in flight (polled, not done) before pausing
     max_event_bytes: int = 64 * 1024
     shutdown_grace_s: float = 20.0
     lag_interval_s: float = 2.0
     retry_backoff_s: tuple[float, float] = (0.1, 5.0)
+    chunk_size: int = 64  # posts per message to the tokeniser
+    model_queue: int = 1  # batches formed ahead of the running one
+    writer_queue: int = 2  # scored batches waiting for the writer
+    model_failure_limit: int = 5  # posts failing alone in a row before the model is broken
+    stop_join_s: float = 2.0  # after the grace time, how long to wait for stuck stages
 
 
 class Worker:
     def __init__(
         self,
         consumer: Consumer,
-        batcher: MicroBatcher[Item],
+        batcher: MicroBatcher[Prepared],
         pipeline: Pipeline,
         verdict_sinks: Sequence[Sink[Verdict]],
         dead_letter_sink: Sink[DeadLetter],
@@ -81,19 +65,52 @@ class Worker:
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        threaded: bool = True,
     ) -> None:
         self._consumer = consumer
-        self._batcher = batcher
-        self._pipeline = pipeline
-        self._verdict_sinks = list(verdict_sinks)
-        self._dead_letters = dead_letter_sink
         self._cfg = config
         self._clock = clock
-        self._sleep = sleep
-        self._tracker = OffsetTracker()
+        self._sleep = sleep  # inline mode only: the threaded main loop never sleeps
+        self._threaded = threaded
+        self._checkpoint = Checkpoint(consumer)
+        self._tracker = self._checkpoint.tracker
+        self._generations = Generations()
+        self._board = Board()
+        self._to_tokenize: Channel[list[Item]] = Channel(self._board)
+        self._to_model: Channel[list[Prepared]] = Channel(self._board, config.model_queue)
+        self._to_writer: Channel[WriteJob] = Channel(self._board, config.writer_queue)
+        self._completed: Channel[Completed] = Channel(self._board)
+        self._model = ModelStage(
+            pipeline,
+            self._board,
+            self._to_model,
+            self._to_writer,
+            self._generations,
+            config.model_failure_limit,
+        )
+        self._tokenizer = TokenizeStage(
+            pipeline.model,
+            batcher,
+            self._to_tokenize,
+            self._to_model,
+            self._to_writer,
+            self._generations,
+            lambda: self._model.idle,
+        )
+        self._writer = WriterStage(
+            verdict_sinks,
+            dead_letter_sink,
+            self._to_writer,
+            self._completed,
+            self._generations,
+            clock,
+            config.retry_backoff_s,
+        )
+        self.stages = StageRunner(
+            self._board, [self._tokenizer, self._model, self._writer], threaded=threaded
+        )
         self._positions: dict[Partition, int] = {}
         self._stop_requested = False
-        self._abandon_at: float | None = None
         self._next_lag_at = 0.0
         self.last_step_at = clock()
         self.assigned: set[Partition] = set()
@@ -109,58 +126,96 @@ class Worker:
     def stopping(self) -> bool:
         return self._stop_requested
 
+    @property
+    def failed(self) -> BaseException | None:
+        """The error that stopped a stage (and so the worker), if any."""
+        return self.stages.failure
+
+    def alive(self, stale_after_s: float) -> bool:
+        return self.failed is None and self._clock() - self.last_step_at < stale_after_s
+
+    def ready(self, stale_after_s: float) -> bool:
+        return not self._stop_requested and self.alive(stale_after_s)
+
     def run(self) -> None:
-        """Consume until asked to stop, then drain within the grace time."""
+        """Consume until asked to stop (or a stage fails), then drain within the grace time.
+        Re-raises a stage's failure once what was acknowledged is committed."""
         self._consumer.subscribe(self._on_revoked, self._on_assigned)
-        while not self._stop_requested:
-            self.step()
-        self.drain()
+        self.stages.start()
+        try:
+            while not self._stop_requested and self.failed is None:
+                self.step()
+            self.drain()
+        finally:
+            self.stages.stop(self._cfg.stop_join_s)
+        if self.failed is not None:
+            raise self.failed
 
     def drain(self) -> None:
-        """Finish the batches in hand within the grace time; commit what is done."""
+        """Let the stages finish what is in flight within the grace time; commit what is done.
+        Whatever is left is not committed, so it is redelivered."""
         self._apply_rebalances()
-        self._abandon_at = self._clock() + self._cfg.shutdown_grace_s
-        while len(self._batcher) and self._clock() < self._abandon_at:
-            self._process(self._batcher.take())
-        self._commit()
-        if len(self._batcher):
+        deadline = self._clock() + self._cfg.shutdown_grace_s
+        self._tokenizer.flushing = True
+        self._board.notify()
+        while self._tracker.in_flight() and self.failed is None:
+            left = deadline - self._clock()
+            if left <= 0:
+                break
+            self._wait_for_completions(min(0.1, left))
+            self._settle()
+            self._checkpoint.commit()
+        self.stages.stop(self._cfg.stop_join_s if self._tracker.in_flight() else 0.5)
+        self._settle()
+        self._checkpoint.commit()
+        if self._tracker.in_flight():
             log.warning(
-                "grace time over: %d posts left uncommitted for redelivery", len(self._batcher)
+                "grace time over: %d records left uncommitted for redelivery",
+                self._tracker.in_flight(),
             )
+
+    def _wait_for_completions(self, timeout: float) -> None:
+        if self._threaded:
+            self._board.wait(lambda: len(self._completed) > 0 or self.failed is not None, timeout)
+        elif not self.stages.run_inline():
+            self._sleep(timeout)  # inline (tests): let the injected clock move on
 
     # --- the step --------------------------------------------------------------------------
     def step(self) -> None:
-        records = self._consumer.poll(self._poll_timeout_ms(), self._cfg.max_poll_records)
+        records = self._poll()
         self._apply_rebalances()
-        letters = self._accept(records)
-        if self._write(self._dead_letters, letters):  # False only when abandoned at shutdown
-            for letter in letters:
-                self._finish(letter.source)
-                metrics.DEAD_LETTERS.labels(letter.reason.value).inc()
-        if self._batcher.ready():
-            self._process(self._batcher.take())
-        self._commit()
+        self._accept(records)
+        if not self._threaded:
+            self.stages.run_inline()
+        self._settle()
+        self._checkpoint.commit()
         self._backpressure()
         self._observe()
 
-    def _poll_timeout_ms(self) -> int:
-        """Wait for records only while no batch is due: a full batch must not idle in poll."""
-        if self._batcher.ready():
-            return 0
-        left = self._batcher.time_left()
-        if left is None:
-            return self._cfg.poll_timeout_ms
-        return max(0, min(self._cfg.poll_timeout_ms, int(left * 1000)))
+    def _poll(self) -> list[Record]:
+        """While paused, poll without waiting (it keeps the group membership and rebalance
+        callbacks going) and wait for acknowledgements instead."""
+        if not self._consumer.paused:
+            return self._consumer.poll(self._cfg.poll_timeout_ms, self._cfg.max_poll_records)
+        records = self._consumer.poll(0, self._cfg.max_poll_records)
+        if self._threaded:
+            timeout = self._cfg.poll_timeout_ms / 1000
+            self._board.wait(lambda: len(self._completed) > 0, timeout)
+        return records
 
-    def _accept(self, records: list[Record]) -> list[DeadLetter]:
-        """Track and decode polled records: posts go to the batcher, the rest are returned."""
+    def _accept(self, records: list[Record]) -> None:
+        """Track and decode polled records: posts go to the tokeniser in chunks, the rest
+        straight to the writer as dead letters."""
         now = self._clock()
-        letters: list[DeadLetter] = []
+        letters: list[tuple[Ref, Verdict | DeadLetter]] = []
+        items: list[Item] = []
         for record in records:
-            self._tracker.track(record.tp, record.offset)
-            self._positions[record.tp] = record.offset + 1
+            tp = record.tp
+            self._tracker.track(tp, record.offset)
+            self._positions[tp] = record.offset + 1
             metrics.EVENTS_CONSUMED.labels(record.topic).inc()
             source = SourceRef(record.topic, record.partition, record.offset, record.timestamp_ms)
+            ref = Ref(source, self._generations.current(tp), now)
             decoded = decode(
                 record.key,
                 record.value,
@@ -169,112 +224,25 @@ class Worker:
                 headers=record.headers,
             )
             if isinstance(decoded, DeadLetter):
-                letters.append(decoded)
+                letters.append((ref, decoded))
             else:
-                self._batcher.add(Item(decoded, record, now))
-        return letters
+                items.append(Item(decoded, record, ref))
+        if letters:
+            self._to_writer.put(WriteJob(letters, from_model=False))
+        size = self._cfg.chunk_size
+        for start in range(0, len(items), size):
+            self._to_tokenize.put(items[start : start + size])
 
-    def _process(self, batch: list[Item]) -> None:
-        """Classify one micro-batch, write its results everywhere, mark its offsets done."""
-        if not batch:
-            return
-        metrics.BATCH_SIZE.observe(len(batch))  # here, not in _classify: retries are not batches
-        verdicts, letters = self._classify(batch)
-        if not self._write(self._dead_letters, letters):
-            return
-        for sink in self._verdict_sinks:
-            if not self._write(sink, verdicts):
-                return  # abandoned at shutdown: not committed, so redelivered
-        now_wall = datetime.now(UTC)
-        now = self._clock()
-        for item in batch:
-            self._finish(item.post.source)
-            metrics.PROCESSING_SECONDS.observe(now - item.polled_at)
-        for verdict in verdicts:
-            metrics.VERDICTS.labels(verdict.action.value).inc()
-            latency = (now_wall - verdict.event_time).total_seconds()
-            metrics.END_TO_END_SECONDS.observe(max(0.0, latency))
-        for letter in letters:
-            metrics.DEAD_LETTERS.labels(letter.reason.value).inc()
-
-    def _classify(self, batch: list[Item]) -> tuple[list[Verdict], list[DeadLetter]]:
-        """One forward pass; if it fails, retry post by post so one bad post cannot hold
-        back the rest, and dead-letter the posts that still fail."""
-        started = time.perf_counter()
-        try:
-            verdicts = self._pipeline.classify([i.post for i in batch])
-            metrics.INFERENCE_SECONDS.observe(time.perf_counter() - started)
-            return verdicts, []
-        except Exception as exc:
-            metrics.ERRORS.labels("model").inc()
-            if len(batch) == 1:
-                item = batch[0]
-                log.exception("model failed on post %s", item.post.event.post_id)
-                letter = DeadLetter(
-                    DeadLetterReason.MODEL_ERROR,
-                    f"{type(exc).__name__}: {exc}"[:500],
-                    item.post.source,
-                    item.record.key,
-                    item.record.value,
-                    item.record.headers,
-                )
-                return [], [letter]
-            log.warning("model failed on a batch of %d (%r); retrying one by one", len(batch), exc)
-        verdicts, letters = [], []
-        for item in batch:
-            v, d = self._classify([item])
-            verdicts += v
-            letters += d
-        return verdicts, letters
-
-    def _write(self, sink: Sink[T], items: Sequence[T]) -> bool:
-        """Write until acknowledged, backing off between tries. Gives up (returns False)
-        only once shutdown's grace time has run out."""
-        if not items:
-            return True
-        delay, longest = self._cfg.retry_backoff_s
-        while True:
-            started = time.perf_counter()
-            try:
-                sink.write_batch(items)
-            except SinkError as exc:
-                stage = {"redis": "redis", "kafka": "kafka_produce"}.get(sink.name, sink.name)
-                metrics.ERRORS.labels(stage).inc()
-                log.warning("%s; retrying in %.1fs", exc, delay)
-            else:
-                if sink.name in ("redis", "kafka"):
-                    metrics.SINK_WRITE_SECONDS.labels(sink.name).observe(
-                        time.perf_counter() - started
-                    )
-                return True
-            if self._abandon_at is not None and self._clock() >= self._abandon_at:
-                return False
-            if self._stop_requested and self._abandon_at is None:
-                self._abandon_at = self._clock() + self._cfg.shutdown_grace_s
-            self._sleep(delay)
-            delay = min(longest, delay * 2)
-
-    def _finish(self, source: SourceRef) -> None:
-        self._tracker.done(Partition(source.topic, source.partition), source.offset)
-
-    def _commit(self, only: set[Partition] | None = None) -> None:
-        offsets = self._tracker.committable()
-        if only is not None:
-            offsets = {tp: off for tp, off in offsets.items() if tp in only}
-        if not offsets:
-            return
-        try:
-            self._consumer.commit(offsets)
-        except KafkaError as exc:
-            metrics.ERRORS.labels("commit").inc()
-            log.warning("offset commit failed (%r); will retry", exc)
-            return
-        self._tracker.mark_committed(offsets)
-        metrics.COMMITS.inc()
+    def _settle(self) -> None:
+        """Mark done the records every sink acknowledged, unless revoked since polled."""
+        for completed in self._completed.take_all():
+            for ref in completed.refs:
+                if self._generations.live(ref):
+                    self._checkpoint.done(ref.tp, ref.source.offset)
 
     def _backpressure(self) -> None:
-        """A batcher that falls behind pauses fetching instead of growing memory."""
-        pending = len(self._batcher)
+        """Too much in flight pauses fetching instead of growing memory; resume below half."""
+        pending = self._tracker.in_flight()
         if pending >= self._cfg.max_pending and not self._consumer.paused:
             self._consumer.pause()
             metrics.PAUSED.set(1)
@@ -286,6 +254,10 @@ class Worker:
         now = self._clock()
         self.last_step_at = now
         metrics.PENDING_RECORDS.set(self._tracker.in_flight())
+        metrics.STAGE_QUEUE.labels("tokenize").set(len(self._to_tokenize))
+        metrics.STAGE_QUEUE.labels("batch").set(len(self._tokenizer.batcher))
+        metrics.STAGE_QUEUE.labels("model").set(len(self._to_model))
+        metrics.STAGE_QUEUE.labels("sinks").set(len(self._to_writer))
         if now >= self._next_lag_at:
             self._next_lag_at = now + self._cfg.lag_interval_s
             for tp, lag in self._consumer.lag(self._positions).items():
@@ -314,16 +286,20 @@ class Worker:
                 self._assign(partitions)
 
     def _revoke(self, revoked: set[Partition]) -> None:
-        """Commit what is done for the revoked partitions and drop what is not: the next
-        owner starts from the committed offset, so nothing is lost (at worst redone)."""
-        self._commit(only=revoked)
+        """Commit what is done for the revoked partitions and discard the rest: the next
+        owner starts from the committed offset, so nothing is lost (at worst redone). Work
+        of theirs still in a stage is dropped there, and a late acknowledgement ignored."""
+        self._settle()
+        self._checkpoint.commit(only=revoked)
         # Where to read again if a partition comes straight back to this member: its fetch
         # position is past the records dropped here, and they must not be skipped.
         self._rewind_to = {
             tp: off for tp in revoked if (off := self._tracker.first_unfinished(tp)) is not None
         }
-        dropped = self._batcher.drop(lambda item: item.record.tp not in revoked)
+        left = self._tracker.in_flight()
+        self._generations.bump(revoked)
         self._tracker.forget(revoked)
+        self._board.notify()
         for tp in revoked:
             self._positions.pop(tp, None)
             try:
@@ -333,9 +309,9 @@ class Worker:
         self.assigned -= revoked
         metrics.ASSIGNED_PARTITIONS.set(len(self.assigned))
         log.info(
-            "partitions revoked: %s (%d unfinished posts left for the next owner)",
+            "partitions revoked: %s (%d unfinished records left for the next owner)",
             sorted(revoked),
-            len(dropped),
+            left - self._tracker.in_flight(),
         )
 
     def _assign(self, assigned: set[Partition]) -> None:

@@ -11,7 +11,18 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram, Info
 
 # Where an error happened: the label values of ERRORS.
-ERROR_STAGES = ("consume", "model", "redis", "kafka_produce", "dead_letter", "commit")
+ERROR_STAGES = (
+    "consume",
+    "tokenize",
+    "model",
+    "redis",
+    "kafka_produce",
+    "dead_letter",
+    "commit",
+    "stage",
+)
+# The worker's stages: the label values of STAGE_SECONDS.
+STAGES = ("tokenize", "model", "sinks", "commit")
 
 EVENTS_CONSUMED = Counter(
     "modstream_events_consumed_total", "Records read from the input topic.", ["topic"]
@@ -32,8 +43,33 @@ BATCH_SIZE = Histogram(
 )
 BATCH_TOKENS = Histogram(
     "modstream_batch_padded_tokens",
-    "Padded tokens per micro-batch (size x longest).",
+    "Padded tokens per micro-batch (rows x longest window).",
     buckets=(64, 256, 1024, 2048, 4096, 8192, 16384, 32768),
+)
+BATCH_PADDING_SHARE = Histogram(
+    "modstream_batch_padding_ratio",
+    "Share of a micro-batch's padded tokens that are padding (0: none wasted).",
+    buckets=(0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0),
+)
+STAGE_SECONDS = Histogram(
+    "modstream_stage_seconds",
+    "Busy time of a stage per unit of work: tokenize (per chunk of polled posts), model "
+    "(per micro-batch, with policy), sinks (per batch, until every sink acknowledged), "
+    "commit (per offset commit). rate(_sum) is the share of time the stage is busy: the "
+    "stage nearest 1 is the bottleneck.",
+    ["stage"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+STAGE_QUEUE = Gauge(
+    "modstream_stage_queue_items",
+    "Work waiting in front of a stage (chunks to tokenize, posts waiting for a batch, "
+    "batches for the model, jobs for the writer).",
+    ["stage"],
+)
+MODEL_HEALTHY = Gauge(
+    "modstream_model_healthy",
+    "0 once the model failed on a whole batch and then on several posts in a row: the "
+    "worker stops consuming and reports unready instead of dead-lettering every post.",
 )
 INFERENCE_SECONDS = Histogram(
     "modstream_inference_seconds",
@@ -79,3 +115,8 @@ def init_labels() -> None:
         ERRORS.labels(stage)
     for sink in ("redis", "kafka"):
         SINK_WRITE_SECONDS.labels(sink)
+    for stage in STAGES:
+        STAGE_SECONDS.labels(stage)
+    for stage in (*STAGES[:3], "batch"):
+        STAGE_QUEUE.labels(stage)
+    MODEL_HEALTHY.set(1)

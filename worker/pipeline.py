@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-from models.base import MISINFORMATION, SENTIMENT, Classifier, Scores
+from models.base import MISINFORMATION, SENTIMENT, Classifier, Encoded, Scores
 from worker.policy import Policy
 from worker.schema import MisinformationResult, Post, SentimentResult, Verdict
 
@@ -30,11 +30,16 @@ class Pipeline:
         self._store_text = store_text
         self._clock = clock
 
-    def classify(self, posts: Sequence[Post]) -> list[Verdict]:
-        """Run one forward pass over the batch and decide each post."""
+    def classify(
+        self, posts: Sequence[Post], encoded: Sequence[Encoded] | None = None
+    ) -> list[Verdict]:
+        """Run one forward pass over the batch and decide each post. ``encoded``: the posts
+        already tokenised (by the tokenise stage); else they are tokenised here."""
         if not posts:
             return []
-        scores = self.model.predict([p.event.text for p in posts])
+        if encoded is None:
+            encoded = self.model.prepare([p.event.text for p in posts])
+        scores = self.model.predict_encoded(encoded)
         if len(scores) != len(posts):
             raise ResultCountError(f"model returned {len(scores)} results for {len(posts)} posts")
         now = self._clock()

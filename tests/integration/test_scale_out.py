@@ -26,9 +26,9 @@ pytestmark = pytest.mark.integration
 class SlowModel(FakeModel):
     """Slow enough that the stream is still flowing when the second worker joins."""
 
-    def predict(self, texts):  # type: ignore[no-untyped-def]
+    def predict_encoded(self, items):  # type: ignore[no-untyped-def]
         time.sleep(0.05)
-        return super().predict(texts)
+        return super().predict_encoded(items)
 
 
 def test_a_second_worker_takes_over_partitions_without_losing_posts(services, run_id: str) -> None:  # type: ignore[no-untyped-def]

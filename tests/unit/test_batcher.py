@@ -1,21 +1,22 @@
 import pytest
 
 from tests.fakes import ManualClock
-from worker.batcher import BatchLimits, MicroBatcher
+from worker.batcher import BatchLimits, MicroBatcher, Size
 
 
 def make(
     max_size: int = 4, wait: float = 0.05, budget: int = 1000
 ) -> tuple[MicroBatcher[int], ManualClock]:
     clock = ManualClock()
-    # Items are their own token cost.
-    return MicroBatcher(BatchLimits(max_size, wait, budget), cost=lambda x: x, clock=clock), clock
+    # Items are their own token length, one row each.
+    return MicroBatcher(BatchLimits(max_size, wait, budget), lambda x: Size(1, x), clock), clock
 
 
 def test_empty_batcher_is_never_ready() -> None:
     b, clock = make()
     clock.advance(10)
-    assert not b.ready() and b.time_left() is None and b.take() == []
+    assert not b.ready() and not b.ready(idle=True)
+    assert b.time_left() is None and b.take() == []
 
 
 def test_full_batch_is_ready_at_once_and_keeps_order() -> None:
@@ -38,22 +39,61 @@ def test_wait_counts_from_the_first_item() -> None:
     assert b.take() == [1, 2]
 
 
+def test_an_idle_model_takes_what_is_there_at_once() -> None:
+    b, _ = make(max_size=8, wait=60)
+    b.add(5)
+    assert not b.ready()
+    assert b.ready(idle=True)
+    assert b.take() == [5]
+
+
 def test_after_a_take_the_timer_follows_the_oldest_remaining_item() -> None:
     b, clock = make(max_size=2, wait=0.05)
     b.add(1)
     clock.advance(0.03)
-    b.extend([2, 3])
-    assert b.take() == [1, 2]
+    b.extend([1, 1])
+    assert b.take() == [1, 1]
     assert b.time_left() == pytest.approx(0.05)
 
 
-def test_token_budget_counts_padding() -> None:
-    # Budget 100: [10, 10, 40] pads to 3 x 40 = 120 > 100, so 40 starts the next batch.
+def test_waiting_work_that_fills_the_budget_is_ready() -> None:
     b, _ = make(max_size=10, budget=100)
-    b.extend([10, 10, 40])
-    assert b.ready()  # 3 x 40 >= 100
-    assert b.take() == [10, 10]
-    assert b.take() == [40]
+    b.extend([30, 30])
+    assert not b.ready()
+    b.add(40)  # 100 real tokens waiting: a full batch's worth
+    assert b.ready()
+
+
+def test_batches_group_posts_of_similar_length_around_the_oldest() -> None:
+    # Arrival order mixes long and short; a batch of 3 takes the oldest (10) and the two
+    # closest to it in length, not the next two in arrival order.
+    b, _ = make(max_size=3, budget=10_000)
+    b.extend([10, 100, 12, 98, 11, 97])
+    assert b.take() == [10, 12, 11]
+    assert b.take() == [100, 98, 97]
+
+
+def test_grouping_cuts_padding_against_arrival_order() -> None:
+    lengths = [8, 120, 9, 110, 10, 115, 7, 118]
+    b, _ = make(max_size=4, budget=10_000)
+    b.extend(lengths)
+    grouped = [b.take(), b.take()]
+    padded = sum(len(batch) * max(batch) for batch in grouped)
+    in_order = sum(4 * max(lengths[i : i + 4]) for i in (0, 4))
+    assert sorted(x for batch in grouped for x in batch) == sorted(lengths)
+    assert padded < 0.6 * in_order
+
+
+def test_token_budget_counts_padding_and_rows() -> None:
+    clock = ManualClock()
+    # Each item: (rows, tokens). Budget 100: the oldest (1 x 40) fits with one more 1 x 40,
+    # and a 2-row item of 30 would pad to 3 x 40 = 120 > 100.
+    b: MicroBatcher[tuple[int, int]] = MicroBatcher(
+        BatchLimits(10, 1.0, 100), lambda x: Size(*x), clock
+    )
+    b.extend([(1, 40), (2, 30), (1, 40)])
+    assert b.take() == [(1, 40), (1, 40)]
+    assert b.take() == [(2, 30)]
 
 
 def test_an_item_over_budget_still_goes_alone() -> None:
@@ -63,10 +103,21 @@ def test_an_item_over_budget_still_goes_alone() -> None:
     assert b.take() == [1]
 
 
-def test_drop_removes_matching_items() -> None:
-    b, _ = make()
-    b.extend([1, 2, 3])
-    assert b.drop(keep=lambda x: x != 2) == [2]
+def test_the_oldest_is_never_passed_over() -> None:
+    # However many short posts keep arriving, each batch holds the oldest waiting post.
+    b, clock = make(max_size=2, wait=0.05)
+    b.add(100)
+    for _ in range(5):
+        b.extend([1, 1, 1])
+        clock.advance(0.01)
+    assert 100 in b.take()
+
+
+def test_drop_removes_matching_items_and_their_work() -> None:
+    b, _ = make(max_size=10, budget=100)
+    b.extend([1, 60, 3])
+    assert b.drop(keep=lambda x: x != 60) == [60]
+    assert not b.ready()  # the dropped item's tokens no longer count
     assert b.take() == [1, 3]
 
 
@@ -75,3 +126,5 @@ def test_limits_are_validated() -> None:
         BatchLimits(0, 0.1, 10)
     with pytest.raises(ValueError):
         BatchLimits(1, -1, 10)
+    with pytest.raises(ValueError):
+        BatchLimits(1, 0.1, 0)

@@ -1,17 +1,23 @@
-"""The run loop with an in-memory consumer, sinks and model."""
+"""The main loop and its stages, run inline (deterministic) with in-memory fakes.
+Threaded runs are in test_stages_threaded.py."""
 
 from __future__ import annotations
 
-import pytest
+from collections.abc import Sequence
 
-from tests.fakes import FakeConsumer, FakeModel, ListSink, ManualClock, record
-from worker.batcher import BatchLimits, MicroBatcher
+import pytest
+from prometheus_client import REGISTRY
+
+from tests.fakes import FakeConsumer, FakeModel, ListSink, ManualClock, SendingListSink, record
+from worker.batcher import BatchLimits, MicroBatcher, Size
 from worker.checkpoint import Partition
-from worker.loop import Item, LoopConfig, Worker
+from worker.flow import Prepared
+from worker.loop import LoopConfig, Worker
 from worker.pipeline import Pipeline
 from worker.policy import Policy
 from worker.privacy import Pseudonymiser
 from worker.schema import Action, DeadLetter, DeadLetterReason, Verdict
+from worker.stages import ModelBrokenError
 
 P0, P1 = Partition("posts", 0), Partition("posts", 1)
 
@@ -22,21 +28,22 @@ class Rig:
         *,
         max_size: int = 4,
         wait: float = 0.05,
-        redis_failures: int = 0,
+        redis: ListSink | None = None,
         model: FakeModel | None = None,
-        max_pending: int = 1000,
         store_text: bool = False,
-        grace: float = 5.0,
+        **config: object,
     ) -> None:
         self.clock = ManualClock()
         self.sleeps: list[float] = []
         self.consumer = FakeConsumer()
         self.model = model or FakeModel()
-        self.redis = ListSink("redis", failures=redis_failures)
-        self.kafka = ListSink("kafka")
-        self.dlq = ListSink("dead_letter")
-        batcher: MicroBatcher[Item] = MicroBatcher(
-            BatchLimits(max_size, wait, 10_000), cost=lambda i: 10, clock=self.clock
+        self.redis = redis or ListSink("redis")
+        self.kafka = SendingListSink("kafka")
+        self.dlq = SendingListSink("dead_letter")
+        batcher: MicroBatcher[Prepared] = MicroBatcher(
+            BatchLimits(max_size, wait, 10_000),
+            lambda p: Size(p.encoded.rows, p.encoded.tokens),
+            clock=self.clock,
         )
         self.worker = Worker(
             self.consumer,
@@ -44,9 +51,10 @@ class Rig:
             Pipeline(self.model, Policy(), Pseudonymiser(b"k"), store_text=store_text),
             [self.redis, self.kafka],
             self.dlq,
-            LoopConfig(max_pending=max_pending, shutdown_grace_s=grace),
+            LoopConfig(**config),  # type: ignore[arg-type]
             clock=self.clock,
             sleep=self._sleep,
+            threaded=False,
         )
         self.consumer.subscribe(self.worker._on_revoked, self.worker._on_assigned)
 
@@ -57,9 +65,21 @@ class Rig:
     def verdicts(self) -> list[Verdict]:
         return [v for v in self.redis.items if isinstance(v, Verdict)]
 
+    def letters(self) -> list[DeadLetter]:
+        return [d for d in self.dlq.items if isinstance(d, DeadLetter)]
+
 
 def post(i: int, text: str = "hello world", **extra: object) -> dict[str, object]:
     return {"post_id": f"p{i}", "text": text, **extra}
+
+
+def refuses(post_id: str):  # type: ignore[no-untyped-def]
+    """A sink predicate: refuse any batch holding this post."""
+    return lambda items: any(getattr(v, "post_id", None) == post_id for v in items)
+
+
+def metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 def test_every_record_gets_exactly_one_result_and_offsets_follow() -> None:
@@ -69,12 +89,10 @@ def test_every_record_gets_exactly_one_result_and_offsets_follow() -> None:
         + [record(3, b"{broken")]
         + [record(4, post(4, "this is fake news")), record(5, post(5, "i hate this"))]
     )
-    rig.worker.step()  # 5 posts queued: first batch of 4 is full
-    rig.clock.advance(1)
-    rig.worker.step()  # the last post's wait has run out
-    assert [v.post_id for v in rig.verdicts()] == ["p0", "p1", "p2", "p4", "p5"]
-    assert rig.kafka.items == rig.redis.items
-    assert [d.reason for d in rig.dlq.items] == [DeadLetterReason.NOT_JSON]  # type: ignore[attr-defined]
+    rig.worker.step()
+    assert sorted(v.post_id for v in rig.verdicts()) == ["p0", "p1", "p2", "p4", "p5"]
+    assert sorted(rig.kafka.items, key=id) == sorted(rig.redis.items, key=id)
+    assert [d.reason for d in rig.letters()] == [DeadLetterReason.NOT_JSON]
     actions = {v.post_id: v.action for v in rig.verdicts()}
     assert actions == {
         "p0": Action.ALLOW,
@@ -86,22 +104,68 @@ def test_every_record_gets_exactly_one_result_and_offsets_follow() -> None:
     assert rig.consumer.committed() == {P0: 6}
 
 
-def test_offsets_are_not_committed_before_the_sinks_acknowledge() -> None:
-    rig = Rig(max_size=2, redis_failures=3)
-    rig.consumer.queue = [record(0, post(0)), record(1, post(1))]
-    commits_seen_during_failures = []
-    original = rig.redis.write_batch
-
-    def spy(items):  # type: ignore[no-untyped-def]
-        commits_seen_during_failures.append(len(rig.consumer.commits))
-        return original(items)
-
-    rig.redis.write_batch = spy  # type: ignore[method-assign]
+def test_posts_are_tokenised_off_the_model_and_batched_by_real_length() -> None:
+    rig = Rig(max_size=2)
+    before = metric("modstream_batch_padded_tokens_count")
+    share_before = metric("modstream_batch_padding_ratio_sum")
+    long_text = " ".join(["word"] * 252)  # 2 full windows of the fake model's 128 tokens
+    rig.consumer.queue = [
+        record(0, post(0, "a b")),
+        record(1, post(1, long_text)),
+        record(2, post(2, "c d")),
+    ]
     rig.worker.step()
-    assert commits_seen_during_failures == [0, 0, 0, 0]  # three failures, then success
-    assert rig.sleeps == [0.1, 0.2, 0.4]  # exponential backoff
+    assert rig.model.prepared == [3]  # one tokenise call for the polled chunk
+    # The oldest short post goes with the other short one, the long post alone.
+    assert rig.model.calls == [2, 1]
+    assert sorted(v.post_id for v in rig.verdicts()) == ["p0", "p1", "p2"]
+    assert metric("modstream_batch_padded_tokens_count") == before + 2
+    assert metric("modstream_batch_padding_ratio_sum") == pytest.approx(share_before)  # no pad
+    assert rig.consumer.committed() == {P0: 3}
+
+
+def test_offsets_wait_for_every_sink_and_only_the_failed_sink_is_retried() -> None:
+    rig = Rig(max_size=2, redis=ListSink("redis", failures=3))
+    rig.consumer.queue = [record(0, post(0)), record(1, post(1))]
+    rig.worker.step()  # Kafka acknowledged, Redis failed: nothing committed
+    assert rig.consumer.committed() == {}
+    assert len(rig.kafka.items) == 2
+    rig.worker.step()  # the retry is a deadline, not a sleep: the loop goes on polling
+    assert rig.redis.attempts == 1 and rig.sleeps == []
+    for delay in (0.1, 0.2, 0.4):  # exponential backoff
+        rig.clock.advance(delay)
+        rig.worker.step()
+    assert rig.redis.attempts == 4
     assert len(rig.verdicts()) == 2
+    assert len(rig.kafka.items) == 2  # Kafka already held them: not sent again
     assert rig.consumer.committed() == {P0: 2}
+
+
+def test_a_failed_kafka_ack_holds_the_commit_too() -> None:
+    rig = Rig(max_size=2)
+    rig.kafka.failures = 1
+    rig.consumer.queue = [record(0, post(0))]
+    rig.worker.step()
+    assert rig.consumer.committed() == {} and len(rig.verdicts()) == 1
+    rig.clock.advance(0.1)
+    rig.worker.step()
+    assert rig.consumer.committed() == {P0: 1}
+    assert rig.redis.attempts == 1  # Redis held it already
+
+
+def test_nothing_is_committed_past_a_batch_that_is_not_acknowledged() -> None:
+    rig = Rig(max_size=1, redis=ListSink("redis", fail_if=refuses("p1")))
+    rig.consumer.queue = [record(i, post(i)) for i in range(4)]
+    for _ in range(3):
+        rig.clock.advance(1)
+        rig.worker.step()
+    # p1's batch keeps failing, so its writer holds p2 and p3 back: commit stops at 1.
+    assert [v.post_id for v in rig.verdicts()] == ["p0"]
+    assert rig.consumer.committed() == {P0: 1}
+    rig.redis.fail_if = None
+    rig.clock.advance(10)
+    rig.worker.step()
+    assert rig.consumer.committed() == {P0: 4}
 
 
 def test_a_post_that_breaks_the_model_is_dead_lettered_and_the_rest_scored() -> None:
@@ -109,11 +173,23 @@ def test_a_post_that_breaks_the_model_is_dead_lettered_and_the_rest_scored() -> 
     rig.consumer.queue = [record(0, post(0)), record(1, post(1, "boom")), record(2, post(2))]
     rig.worker.step()
     assert [v.post_id for v in rig.verdicts()] == ["p0", "p2"]
-    letters = [d for d in rig.dlq.items if isinstance(d, DeadLetter)]
+    letters = rig.letters()
     assert [(d.reason, d.source.offset) for d in letters] == [(DeadLetterReason.MODEL_ERROR, 1)]
     assert b'"boom"' in (letters[0].value or b"")
     assert rig.model.calls == [3, 1, 1, 1]
     assert rig.consumer.committed() == {P0: 3}
+
+
+def test_a_broken_model_stops_the_worker_without_committing_its_posts() -> None:
+    rig = Rig(max_size=8, model=FakeModel(fail_on="*"), model_failure_limit=3)
+    rig.consumer.queue = [record(i, post(i)) for i in range(5)]
+    with pytest.raises(ModelBrokenError):
+        rig.worker.run()
+    assert rig.model.calls == [5, 1, 1, 1]  # the batch, then three posts alone: broken
+    assert rig.letters() == [] and rig.verdicts() == []
+    assert rig.consumer.committed() == {}
+    assert not rig.worker.ready(60) and not rig.worker.alive(60)
+    assert metric("modstream_model_healthy") == 0
 
 
 def test_privacy_author_is_pseudonymised_and_text_not_stored() -> None:
@@ -132,54 +208,85 @@ def test_text_is_stored_when_asked() -> None:
     assert rig.verdicts()[0].text == "keep me"
 
 
-def test_revocation_commits_what_is_done_and_drops_the_rest() -> None:
-    rig = Rig(max_size=2)
+def test_revocation_commits_what_is_done_and_drops_in_flight_work() -> None:
+    rig = Rig(max_size=2, redis=ListSink("redis", fail_if=refuses("p10")))
     rig.consumer.queue = [
         record(0, post(0), partition=0),
         record(1, post(1), partition=0),
         record(0, post(10), partition=1),
     ]
-    rig.worker.step()  # p0, p1 written; p10 waits in the batcher
+    rig.worker.step()  # p0, p1 written and committed; p10's batch is stuck in the writer
     assert rig.consumer.committed() == {P0: 2}
     assert rig.consumer.on_revoked is not None
     rig.consumer.on_revoked({P1})
+    rig.redis.fail_if = None  # the sink recovers, but p10 is no longer ours
     rig.clock.advance(1)
     rig.worker.step()
     assert [v.post_id for v in rig.verdicts()] == ["p0", "p1"]  # p10 left for the new owner
     assert P1 not in rig.consumer.committed()
+    assert rig.worker.assigned == set()
 
 
-def test_stop_drains_the_batch_in_hand_and_commits() -> None:
-    rig = Rig(max_size=10, wait=60)
+def test_a_partition_that_comes_back_is_read_again_and_late_results_are_ignored() -> None:
+    rig = Rig(max_size=2, redis=ListSink("redis", fail_if=refuses("p2")))
+    rig.consumer.queue = [record(i, post(i)) for i in range(3)]
+    rig.worker.step()  # p0, p1 committed; p2 stuck in the writer
+    assert rig.consumer.on_revoked and rig.consumer.on_assigned
+    rig.consumer.on_revoked({P0})
+    rig.consumer.on_assigned({P0})  # an eager rebalance gives it straight back
+    rig.worker.step()
+    assert rig.consumer.rewound == [{P0: 2}]  # p2 was dropped: read it again
+    assert rig.consumer.committed() == {P0: 2}
+    rig.redis.fail_if = None
+    rig.consumer.queue = [record(2, post(2, "second reading"))]
+    rig.clock.advance(1)
+    rig.worker.step()
+    # The stale p2 job was dropped at the writer; only the new reading was written.
+    assert [v.post_id for v in rig.verdicts()] == ["p0", "p1", "p2"]
+    assert rig.consumer.committed() == {P0: 3}
+
+
+def test_stop_drains_what_is_in_flight_and_commits() -> None:
+    rig = Rig(max_size=10, redis=ListSink("redis", failures=2))
     rig.consumer.queue = [record(i, post(i)) for i in range(3)]
     rig.worker.step()
-    assert rig.verdicts() == []  # batch not full, wait not over
+    assert rig.verdicts() == []  # the sink is down for now
     rig.worker.request_stop()
-    rig.worker.run()  # returns at once: drains, commits
+    rig.worker.run()  # drains: the writer's retries succeed within the grace time
     assert len(rig.verdicts()) == 3
     assert rig.consumer.committed() == {P0: 3}
 
 
 def test_stop_while_a_sink_is_down_gives_up_after_the_grace_time_without_committing() -> None:
-    rig = Rig(max_size=1, redis_failures=10**6, grace=3.0)
+    rig = Rig(max_size=1, redis=ListSink("redis", failures=10**6), shutdown_grace_s=3.0)
     rig.consumer.queue = [record(0, post(0))]
-    rig.worker.request_stop()
     rig.worker.step()
+    rig.worker.request_stop()
+    rig.worker.run()
     assert rig.consumer.committed() == {}
-    assert sum(rig.sleeps) <= 3.0 + 5.0
+    assert sum(rig.sleeps) == pytest.approx(3.0, abs=0.11)
 
 
-def test_backpressure_pauses_and_resumes_consumption() -> None:
-    rig = Rig(max_size=2, wait=60, max_pending=4)
+def test_backpressure_pauses_until_the_sinks_catch_up_then_resumes() -> None:
+    rig = Rig(
+        max_size=2,
+        redis=ListSink("redis", failures=2),
+        max_poll_records=6,
+        max_pending=4,
+    )
     rig.consumer.queue = [record(i, post(i)) for i in range(12)]
-    rig.worker._cfg = rig.worker._cfg.__class__(max_poll_records=6, max_pending=4)
-    rig.worker.step()  # polls 6, processes 2 -> 4 pending -> pause
+    rig.worker.step()  # 6 polled, none acknowledged: over the limit -> pause
     assert rig.consumer.paused
-    rig.worker.step()  # no poll while paused; processes 2 -> 2 pending -> resume
+    rig.worker.step()  # still failing; paused polls fetch nothing
+    assert rig.consumer.paused and len(rig.consumer.queue) == 6
+    rig.clock.advance(0.1)
+    rig.worker.step()  # second failure
+    rig.clock.advance(0.2)
+    rig.worker.step()  # acknowledged: in flight drops to 0 -> resume
     assert not rig.consumer.paused
-    for _ in range(6):
+    for _ in range(3):
         rig.worker.step()
-    assert len(rig.verdicts()) == 12
+    assert sorted(v.post_id for v in rig.verdicts()) == sorted(f"p{i}" for i in range(12))
     assert rig.consumer.committed() == {P0: 12}
 
 
@@ -193,42 +300,39 @@ def test_a_failed_commit_is_retried_on_the_next_step() -> None:
     assert rig.consumer.committed() == {P0: 1}
 
 
-@pytest.mark.parametrize("n", [1, 7, 64])
+@pytest.mark.parametrize("n", [1, 7, 64, 200])
 def test_verdict_count_equals_post_count(n: int) -> None:
     rig = Rig(max_size=5)
-    rig.consumer.queue = [record(i, post(i)) for i in range(n)]
-    for _ in range(n + 2):
-        rig.clock.advance(1)
-        rig.worker.step()
+    texts = ["short", "a much longer post " * 5, "mid length post here"]
+    rig.consumer.queue = [record(i, post(i, texts[i % 3])) for i in range(n)]
+    rig.worker.step()
     assert sorted(v.post_id for v in rig.verdicts()) == sorted(f"p{i}" for i in range(n))
+    assert len(rig.kafka.items) == n
+    assert rig.consumer.committed() == {P0: n}
 
 
 def test_dead_letters_not_acknowledged_at_shutdown_are_not_committed() -> None:
-    rig = Rig(max_size=1, grace=1.0)
+    rig = Rig(max_size=1, shutdown_grace_s=1.0)
     rig.dlq.failures = 10**6
     rig.consumer.queue = [record(0, b"{broken")]
-    rig.worker.request_stop()
     rig.worker.step()
+    rig.worker.request_stop()
+    rig.worker.run()
     assert rig.consumer.committed() == {}
 
 
-def test_a_partition_that_comes_back_is_read_again_from_its_first_unfinished_record() -> None:
-    rig = Rig(max_size=2, wait=60)
-    rig.consumer.queue = [record(i, post(i)) for i in range(3)]
-    rig.worker.step()  # p0, p1 written and committed; p2 waits in the batcher
-    assert rig.consumer.on_revoked and rig.consumer.on_assigned
-    rig.consumer.on_revoked({P0})
-    rig.consumer.on_assigned({P0})  # an eager rebalance gives it straight back
-    rig.worker.step()
-    assert rig.consumer.rewound == [{P0: 2}]  # p2 was dropped: read it again
-    assert rig.consumer.committed() == {P0: 2}
+def test_a_tokeniser_failure_on_one_post_dead_letters_only_that_post() -> None:
+    class PickyModel(FakeModel):
+        def prepare(self, texts: Sequence[str]) -> list:  # type: ignore[type-arg]
+            if any("\x00" in t for t in texts):
+                raise ValueError("cannot tokenise")
+            return super().prepare(texts)
 
-
-def test_poll_does_not_wait_while_a_full_batch_is_due() -> None:
-    rig = Rig(max_size=2, wait=60)
-    rig.worker._cfg = rig.worker._cfg.__class__(max_poll_records=4)
-    rig.consumer.queue = [record(i, post(i)) for i in range(4)]
-    rig.worker.step()  # polls 4, processes 2: a full batch of 2 is still due
+    rig = Rig(max_size=4, model=PickyModel())
+    rig.consumer.queue = [record(0, post(0)), record(1, post(1, "bad\x00")), record(2, post(2))]
     rig.worker.step()
-    assert rig.consumer.poll_timeouts == [100, 0]
-    assert len(rig.verdicts()) == 4
+    assert sorted(v.post_id for v in rig.verdicts()) == ["p0", "p2"]
+    assert [(d.reason, d.source.offset) for d in rig.letters()] == [
+        (DeadLetterReason.MODEL_ERROR, 1)
+    ]
+    assert rig.consumer.committed() == {P0: 3}

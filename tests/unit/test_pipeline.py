@@ -3,7 +3,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from models.base import Scores
+from models.base import Encoded, Scores
 from tests.fakes import FakeModel
 from worker.pipeline import Pipeline, ResultCountError
 from worker.policy import Policy
@@ -31,11 +31,21 @@ def test_verdict_fields() -> None:
 
 
 class ShortModel(FakeModel):
-    def predict(self, texts: Sequence[str]) -> list[Scores]:
-        return super().predict(texts)[:-1]
+    def predict_encoded(self, items: Sequence[Encoded]) -> list[Scores]:
+        return super().predict_encoded(items)[:-1]
 
 
 def test_a_model_that_loses_a_result_is_an_error() -> None:
     pipe = Pipeline(ShortModel(), Policy(), Pseudonymiser(b"k"))
     with pytest.raises(ResultCountError):
         pipe.classify(posts("a", "b"))
+
+
+def test_posts_tokenised_elsewhere_are_not_tokenised_again() -> None:
+    model = FakeModel()
+    pipe = Pipeline(model, Policy(), Pseudonymiser(b"k"), clock=lambda: NOW)
+    batch = posts("this is fake", "fine")
+    encoded = model.prepare([p.event.text for p in batch])
+    verdicts = pipe.classify(batch, encoded)
+    assert model.prepared == [2]  # only the call above
+    assert [v.misinformation.label for v in verdicts] == ["fake", "real"]

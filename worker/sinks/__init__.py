@@ -1,10 +1,21 @@
-"""Sinks: where verdicts and dead letters go. Each one takes a whole batch and returns only
-once the destination has acknowledged every item, or raises :class:`SinkError`."""
+"""Sinks: where verdicts and dead letters go.
+
+Every sink method is called from the writer stage's thread only (one thread per worker),
+never from the main loop, so a slow or hung sink holds back the writer, not polling.
+
+- :meth:`Sink.write_batch` blocks until the destination acknowledged every item (bounded
+  by ``MODSTREAM_SINK_TIMEOUT_SECONDS``), or raises :class:`SinkError`. Writing the same
+  batch again is harmless (Redis overwrites per ``post_id``; a topic gets a duplicate,
+  which at-least-once delivery allows).
+- :meth:`SendingSink.send_batch` returns at once with an :class:`Acknowledgement`, so the
+  writer starts the Kafka sends, writes Redis meanwhile, then waits for the Kafka acks.
+- ``close`` is called once, by the owner, after the writer has stopped.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, runtime_checkable
 
 T_contra = TypeVar("T_contra", contravariant=True)
 
@@ -19,3 +30,13 @@ class Sink(Protocol[T_contra]):
     def write_batch(self, items: Sequence[T_contra]) -> None: ...
 
     def close(self) -> None: ...
+
+
+class Acknowledgement(Protocol):
+    def wait(self) -> None:
+        """Block until every item sent is acknowledged; raise :class:`SinkError` if not."""
+
+
+@runtime_checkable
+class SendingSink(Sink[T_contra], Protocol[T_contra]):
+    def send_batch(self, items: Sequence[T_contra]) -> Acknowledgement: ...

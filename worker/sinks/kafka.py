@@ -1,8 +1,10 @@
-"""Verdicts and dead letters to Kafka topics, acknowledged per batch."""
+"""Verdicts and dead letters to Kafka topics: sends return at once, acks are awaited after.
+
+The producer is shared by both sinks and used from the writer thread only."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from kafka import KafkaProducer
@@ -14,14 +16,33 @@ from worker.sinks import SinkError
 HEADER_PREFIX = "modstream."
 
 
-def _wait_all(producer: KafkaProducer, futures: list[Any], timeout_s: float, what: str) -> None:
-    """Flush, then check every send: a batch counts only if each record is acknowledged."""
+class KafkaAcknowledgement:
+    """The futures of one batch's sends; :meth:`wait` checks every one."""
+
+    def __init__(
+        self, producer: KafkaProducer, futures: list[Any], timeout_s: float, what: str
+    ) -> None:
+        self._producer = producer
+        self._futures = futures
+        self._timeout = timeout_s
+        self._what = what
+
+    def wait(self) -> None:
+        """Flush, then check every send: a batch counts only if each record is acknowledged."""
+        try:
+            self._producer.flush(timeout=self._timeout)
+            for future in self._futures:
+                future.get(timeout=self._timeout)
+        except KafkaError as exc:
+            raise SinkError(f"{self._what} write failed: {exc!r}") from exc
+
+
+def _send_all(send: Callable[[], list[Any]], what: str) -> list[Any]:
+    """Start the sends; a send that fails at once (no metadata, buffer full) is a SinkError."""
     try:
-        producer.flush(timeout=timeout_s)
-        for future in futures:
-            future.get(timeout=timeout_s)
+        return send()
     except KafkaError as exc:
-        raise SinkError(f"{what} write failed: {exc!r}") from exc
+        raise SinkError(f"{what} send failed: {exc!r}") from exc
 
 
 class KafkaVerdictSink:
@@ -32,18 +53,24 @@ class KafkaVerdictSink:
         self._topic = topic
         self._timeout = timeout_s
 
+    def send_batch(self, items: Sequence[Verdict]) -> KafkaAcknowledgement:
+        what = f"topic {self._topic}"
+        futures = _send_all(
+            lambda: [
+                self._producer.send(
+                    self._topic,
+                    key=v.post_id.encode("utf-8"),
+                    value=v.model_dump_json().encode("utf-8"),
+                )
+                for v in items
+            ],
+            what,
+        )
+        return KafkaAcknowledgement(self._producer, futures, self._timeout, what)
+
     def write_batch(self, items: Sequence[Verdict]) -> None:
-        if not items:
-            return
-        futures = [
-            self._producer.send(
-                self._topic,
-                key=v.post_id.encode("utf-8"),
-                value=v.model_dump_json().encode("utf-8"),
-            )
-            for v in items
-        ]
-        _wait_all(self._producer, futures, self._timeout, f"topic {self._topic}")
+        if items:
+            self.send_batch(items).wait()
 
     def close(self) -> None:
         """The producer is shared; its owner closes it."""
@@ -70,19 +97,25 @@ class DeadLetterSink:
         self._topic = topic
         self._timeout = timeout_s
 
+    def send_batch(self, items: Sequence[DeadLetter]) -> KafkaAcknowledgement:
+        what = f"dead-letter topic {self._topic}"
+        futures = _send_all(
+            lambda: [
+                self._producer.send(
+                    self._topic,
+                    key=letter.key,
+                    value=letter.value if letter.value is not None else b"",
+                    headers=dead_letter_headers(letter),
+                )
+                for letter in items
+            ],
+            what,
+        )
+        return KafkaAcknowledgement(self._producer, futures, self._timeout, what)
+
     def write_batch(self, items: Sequence[DeadLetter]) -> None:
-        if not items:
-            return
-        futures = [
-            self._producer.send(
-                self._topic,
-                key=letter.key,
-                value=letter.value if letter.value is not None else b"",
-                headers=dead_letter_headers(letter),
-            )
-            for letter in items
-        ]
-        _wait_all(self._producer, futures, self._timeout, f"dead-letter topic {self._topic}")
+        if items:
+            self.send_batch(items).wait()
 
     def close(self) -> None:
         """The producer is shared; its owner closes it."""
