@@ -110,6 +110,13 @@ ROWS: list[tuple[str, list[Panel]]] = [
                 "sit idle).",
             ),
             stat(
+                "Model healthy",
+                "min(modstream_model_healthy{$SEL})",
+                "short",
+                "1 while every worker's model works; 0 once one failed on several posts in a "
+                "row, alone (that worker then exits).",
+            ),
+            stat(
                 "Model",
                 "count by (version) (modstream_model_info{$SEL})",
                 "short",
@@ -190,6 +197,44 @@ ROWS: list[tuple[str, list[Panel]]] = [
                 [(rate("modstream_batch_padded_tokens_sum"), "tokens/s")],
                 "short",
                 "Tokens through the model per second, padding included.",
+            ),
+            series(
+                "Padding share (mean)",
+                [(mean("modstream_batch_padding_ratio"), "padding")],
+                "percentunit",
+                "Share of the padded tokens that are padding: work the model does for nothing. "
+                "Length-aware batching keeps it low.",
+            ),
+        ],
+    ),
+    (
+        "Stages",
+        [
+            series(
+                "Stage busy share by worker",
+                [
+                    (
+                        rate("modstream_stage_seconds_sum", "instance, stage"),
+                        "{{instance}} {{stage}}",
+                    )
+                ],
+                "percentunit",
+                "Share of time each stage is busy (tokenize, model, sinks, commit): the stage "
+                "nearest 100% is the worker's bottleneck.",
+            ),
+            series(
+                "Stage seconds p95",
+                [(p95("modstream_stage_seconds", "stage"), "{{stage}}")],
+                "s",
+                "Per unit of work: a chunk to tokenize, a micro-batch for the model, a batch "
+                "until every sink acknowledged, an offset commit.",
+            ),
+            series(
+                "Stage queues",
+                [("sum by (stage) (modstream_stage_queue_items{$SEL})", "{{stage}}")],
+                "short",
+                "Work waiting in front of each stage; a queue that stays full sits before "
+                "the bottleneck.",
             ),
         ],
     ),
@@ -303,7 +348,9 @@ def _layout(rows: list[tuple[str, list[Panel]]]) -> list[Panel]:
             x = (i * width) % 24
             if i and x == 0:
                 y += height
-            panels.append({**panel, "gridPos": {"h": height, "w": width, "x": x, "y": y}})
+            # The last stat takes what 24 // n leaves over.
+            w = 24 - x if is_stat and i == len(members) - 1 else width
+            panels.append({**panel, "gridPos": {"h": height, "w": w, "x": x, "y": y}})
         y += height
     for number, panel in enumerate(panels, start=1):
         panel["id"] = number
