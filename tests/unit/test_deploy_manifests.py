@@ -329,3 +329,13 @@ def test_compose_publishes_on_loopback_with_passwords_and_no_anonymous_grafana()
     grafana = services["grafana"]["environment"]
     assert grafana["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
     assert grafana["GF_SECURITY_ADMIN_PASSWORD"].startswith("${GRAFANA_ADMIN_PASSWORD:?")
+
+
+def test_readme_applies_every_manifest_and_names_only_existing_files() -> None:
+    readme = (DEPLOY / "README.md").read_text()
+    named = set(re.findall(r"deploy/k8s/([\w.-]+\.yaml)", readme))
+    existing = {p.name for p in K8S.glob("*.yaml")}
+    assert named <= existing, named - existing
+    # Applied with kubectl: all but the Secret's example and the GPU variant (used instead of
+    # worker-deployment.yaml).
+    assert existing - named == {"secret.example.yaml", "worker-deployment-gpu.yaml"}
