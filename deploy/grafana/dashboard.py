@@ -21,7 +21,9 @@ from typing import Any
 
 OUT = Path(__file__).resolve().parent / "dashboards" / "modstream.json"
 
-# Every query carries this filter; `namespace` is absent in compose, where ".*" matches it.
+# Every query carries this filter. "All" jobs means the jobs that export modstream_model_info;
+# within them any namespace (absent in compose, where ".*" matches it) and any instance
+# (".+", so that a worker that stopped reporting still shows in `up`).
 SEL = 'job=~"$job", namespace=~"$namespace", instance=~"$instance"'
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 
@@ -313,7 +315,9 @@ ROWS: list[tuple[str, list[Panel]]] = [
 ]
 
 
-def _variable(name: str, label: str, query: str, all_value: str) -> dict[str, Any]:
+def _variable(name: str, label: str, query: str, all_value: str | None) -> dict[str, Any]:
+    """A multi-value query variable. ``all_value`` None: "All" is the values found, as a
+    regex (for ``job``, so that ``up`` counts only the jobs that export modstream metrics)."""
     return {
         "name": name,
         "label": label,
@@ -324,7 +328,7 @@ def _variable(name: str, label: str, query: str, all_value: str) -> dict[str, An
         "refresh": 2,
         "includeAll": True,
         "multi": True,
-        "allValue": all_value,
+        **({"allValue": all_value} if all_value is not None else {}),
         "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
         "options": [],
         "sort": 1,
@@ -393,7 +397,7 @@ def dashboard() -> dict[str, Any]:
                     "refresh": 1,
                     "regex": "",
                 },
-                _variable("job", "Job", f"label_values({info}, job)", ".+"),
+                _variable("job", "Job", f"label_values({info}, job)", None),
                 _variable(
                     "namespace",
                     "Namespace",

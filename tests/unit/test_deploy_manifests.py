@@ -222,8 +222,11 @@ def test_dashboard_is_generated_from_its_script() -> None:
 
 def test_every_dashboard_query_is_filtered_by_job_namespace_and_instance() -> None:
     doc = dashboard()
-    variables = {v["name"] for v in doc["templating"]["list"]}
-    assert {"datasource", "job", "namespace", "instance"} <= variables
+    variables = {v["name"]: v for v in doc["templating"]["list"]}
+    assert {"datasource", "job", "namespace", "instance"} <= variables.keys()
+    # "All" jobs are the jobs with modstream series, not every job (up{} would count them).
+    assert "allValue" not in variables["job"]
+    assert "modstream_" in variables["job"]["definition"]
     panels = [p for p in doc["panels"] if p["type"] != "row"]
     for panel in panels:
         assert panel["targets"], panel["title"]
