@@ -9,11 +9,14 @@ from typing import Protocol
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from worker.checkpoint import Partition
 
 log = logging.getLogger(__name__)
+
+_LAG_TIMEOUT_MS = 2000  # lag requests run on the main loop: bounded
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,16 +150,43 @@ class InputConsumer:
         return {Partition(tp.topic, tp.partition) for tp in self._consumer.assignment()}
 
     def lag(self, positions: dict[Partition, int]) -> dict[Partition, int]:
-        """Records behind the high watermark, from the last fetch (no extra request)."""
+        """Per assigned partition, the broker's view: log-end offset minus the group's
+        committed offset (what is left to do if this member died now). It asks the broker
+        (one ListOffsets and one OffsetFetch per partition, bounded), so it stays right while
+        consumption is paused, when no fetch brings new high watermarks. Falls back to the
+        last fetched high watermark minus ``positions`` if the broker does not answer."""
+        assigned = sorted(self._consumer.assignment())
+        if not assigned:
+            return {}
+        try:
+            ends = self._consumer.end_offsets(assigned, timeout_ms=_LAG_TIMEOUT_MS)
+            committed = {
+                tp: self._consumer.committed(tp, timeout_ms=_LAG_TIMEOUT_MS) for tp in assigned
+            }
+            missing = [tp for tp, off in committed.items() if off is None]
+            if missing:  # never committed: everything from the log start is left
+                starts = self._consumer.beginning_offsets(missing, timeout_ms=_LAG_TIMEOUT_MS)
+                committed.update({tp: starts.get(tp) for tp in missing})
+        except KafkaError as exc:
+            log.debug("lag from the broker failed (%r); using the last fetch", exc)
+            return self._fetched_lag(assigned, positions)
+        return {
+            Partition(tp.topic, tp.partition): max(0, ends[tp] - (committed[tp] or 0))
+            for tp in assigned
+            if tp in ends
+        }
+
+    def _fetched_lag(
+        self, assigned: list[TopicPartition], positions: dict[Partition, int]
+    ) -> dict[Partition, int]:
         lags = {}
-        for tp in self.assignment():
-            high = self._consumer.highwater(TopicPartition(tp.topic, tp.partition))
-            if high is None:
+        for tp in assigned:
+            high = self._consumer.highwater(tp)
+            p = Partition(tp.topic, tp.partition)
+            position = positions.get(p)
+            if high is None or position is None:
                 continue
-            position = positions.get(tp)
-            if position is None:
-                position = self._consumer.position(TopicPartition(tp.topic, tp.partition))
-            lags[tp] = max(0, high - position)
+            lags[p] = max(0, high - position)
         return lags
 
     def close(self) -> None:

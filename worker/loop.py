@@ -44,7 +44,7 @@ class LoopConfig:
     max_pending: int = 5000  # records in flight (polled, not done) before pausing
     max_event_bytes: int = 64 * 1024
     shutdown_grace_s: float = 20.0
-    lag_interval_s: float = 2.0
+    lag_interval_s: float = 5.0  # lag asks the broker: not on every step
     retry_backoff_s: tuple[float, float] = (0.1, 5.0)
     chunk_size: int = 64  # posts per message to the tokeniser
     model_queue: int = 1  # batches formed ahead of the running one
@@ -137,13 +137,17 @@ class Worker:
     def ready(self, stale_after_s: float) -> bool:
         return not self._stop_requested and self.alive(stale_after_s)
 
-    def run(self) -> None:
+    def run(self, input_ended: Callable[[], bool] | None = None) -> None:
         """Consume until asked to stop (or a stage fails), then drain within the grace time.
-        Re-raises a stage's failure once what was acknowledged is committed."""
+        Re-raises a stage's failure once what was acknowledged is committed.
+        ``input_ended``: a bounded input (a replay) says it has handed out its last record;
+        the loop then ends as soon as everything handed out is committed."""
         self._consumer.subscribe(self._on_revoked, self._on_assigned)
         self.stages.start()
         try:
             while not self._stop_requested and self.failed is None:
+                if input_ended is not None and input_ended() and not self._tracker.in_flight():
+                    break
                 self.step()
             self.drain()
         finally:

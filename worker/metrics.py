@@ -94,19 +94,27 @@ PROCESSING_SECONDS = Histogram(
 )
 CONSUMER_LAG = Gauge(
     "modstream_consumer_lag_records",
-    "Records behind the partition's high watermark.",
+    "Records of an assigned partition not yet committed by the group: log-end offset minus "
+    "committed offset, asked from the broker (right while paused too).",
     ["topic", "partition"],
 )
 PENDING_RECORDS = Gauge("modstream_pending_records", "Records polled but not yet committed.")
 PAUSED = Gauge("modstream_consumption_paused", "1 while consumption is paused by backpressure.")
 ASSIGNED_PARTITIONS = Gauge("modstream_assigned_partitions", "Input partitions assigned.")
 MODEL_INFO = Info("modstream_model", "The model being served.")
+MODE = Gauge(
+    "modstream_worker_mode",
+    "1 for the mode this process runs in: live (modstream run) or replay (modstream replay). "
+    "Join on instance to tell replay series from live ones.",
+    ["mode"],
+)
 
 
-def init_labels() -> None:
+def init_labels(mode: str = "live") -> None:
     """Create every labelled child at 0, so dashboards see the series before the first event."""
     from worker.schema import Action, DeadLetterReason
 
+    MODE.labels(mode).set(1)
     for action in Action:
         VERDICTS.labels(action.value)
     for reason in DeadLetterReason:

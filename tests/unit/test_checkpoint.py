@@ -35,3 +35,26 @@ def test_forgotten_partitions_ignore_late_results() -> None:
     t.forget([P0])
     assert t.done(P0, 3) is False
     assert t.committable() == {} and t.in_flight() == 0
+
+
+def test_checkpoint_commits_only_the_acknowledged_prefix_and_retries_a_failed_commit() -> None:
+    from tests.fakes import FakeConsumer
+    from worker.checkpoint import Checkpoint
+
+    consumer = FakeConsumer(fail_commits=1)
+    cp = Checkpoint(consumer)
+    for off in range(3):
+        cp.tracker.track(P0, off)
+    cp.done(P0, 0)
+    cp.done(P0, 2)
+    assert cp.commit() is False  # the broker refused: nothing marked committed
+    assert cp.commit() is True
+    assert consumer.commits == [{P0: 1}]
+    assert cp.commit() is True and consumer.commits == [{P0: 1}]  # nothing new
+    cp.done(P0, 1)
+    cp.tracker.track(P1, 7)
+    cp.done(P1, 7)
+    assert cp.commit(only={P1}) is True
+    assert consumer.commits[-1] == {P1: 8}
+    cp.commit()
+    assert consumer.committed() == {P0: 3, P1: 8}
