@@ -75,6 +75,10 @@ class OffsetTracker:
     def mark_committed(self, offsets: dict[Partition, int]) -> None:
         self._committed.update(offsets)
 
+    def committed(self) -> dict[Partition, int]:
+        """The offsets last committed, per partition still assigned."""
+        return dict(self._committed)
+
     def forget(self, partitions: Iterable[Partition]) -> None:
         """The partitions were revoked: whatever is still in flight will be redelivered."""
         for tp in partitions:

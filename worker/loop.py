@@ -131,6 +131,10 @@ class Worker:
         """The error that stopped a stage (and so the worker), if any."""
         return self.stages.failure
 
+    def committed(self) -> dict[Partition, int]:
+        """What this worker has committed, per partition it holds (any thread may ask)."""
+        return self._tracker.committed()
+
     def alive(self, stale_after_s: float) -> bool:
         return self.failed is None and self._clock() - self.last_step_at < stale_after_s
 
