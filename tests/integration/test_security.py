@@ -16,6 +16,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,19 +35,26 @@ from worker.kafka_client import make_producer, security_kwargs
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 
+@dataclass(frozen=True)
+class SecureStack:
+    """The secure stack's MODSTREAM_* settings; kept out of repr so that a failing test's
+    report does not print the passwords."""
+
+    env: dict[str, str] = field(repr=False)
+
+
 @pytest.fixture(scope="module")
-def secure_env() -> Iterator[dict[str, str]]:
-    """The secure stack's MODSTREAM_* settings; started here (and stopped after) if it is not
-    running. The plain stack is left alone."""
+def secure() -> Iterator[SecureStack]:
+    """Started here (and stopped after) if it is not running. The plain stack is left alone."""
     was_running = localstack.running(secure=True)
-    env = localstack.up(secure=True)
-    yield env
+    stack = SecureStack(localstack.up(secure=True))
+    yield stack
     if not was_running:
         localstack.down(secure=True)
 
 
-def settings_for(env: dict[str, str], run_id: str, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {k.removeprefix("MODSTREAM_").lower(): v for k, v in env.items()}
+def settings_for(stack: SecureStack, run_id: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {k.removeprefix("MODSTREAM_").lower(): v for k, v in stack.env.items()}
     values.update(
         input_topic=f"posts-{run_id}",
         output_topic=f"verdicts-{run_id}",
@@ -127,10 +135,10 @@ def read_topic(settings: Settings, topic: str, expected: int) -> list[Any]:
 
 
 def test_worker_moderates_through_sasl_ssl_and_redis_acl(
-    secure_env: dict[str, str], tmp_path: Path
+    secure: SecureStack, tmp_path: Path
 ) -> None:
     run_id = uuid.uuid4().hex[:10]
-    settings = settings_for(secure_env, run_id)
+    settings = settings_for(secure, run_id)
     create_topics(settings)
     posts = events(run_id, 6)
     producer = make_producer(settings)
@@ -183,9 +191,9 @@ def redis_password(settings: Settings) -> str:
 
 @pytest.mark.parametrize("setting", ["KAFKA_SASL_PASSWORD", "REDIS_URL", "REDIS_PASSWORD"])
 def test_a_wrong_password_stops_the_worker_at_start_naming_the_setting(
-    secure_env: dict[str, str], setting: str
+    secure: SecureStack, setting: str
 ) -> None:
-    settings = settings_for(secure_env, uuid.uuid4().hex[:10])
+    settings = settings_for(secure, uuid.uuid4().hex[:10])
     wrong = f"wrong-{uuid.uuid4().hex}"
     url = settings.redis_url.get_secret_value()
     replace = {
