@@ -1,4 +1,4 @@
-"""The ``modstream`` command: run, produce, demo, train, evaluate."""
+"""The ``modstream`` command: run, replay, produce, demo, train, evaluate."""
 
 from __future__ import annotations
 
@@ -23,6 +23,87 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     _logging(settings.log_level)
     return run(settings)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from worker.replay import parse_time
+    from worker.replay_run import ReplayOptions, run_replay
+
+    settings = _settings(args)
+    _logging(settings.log_level)
+    try:
+        window = [None if t is None else parse_time(t) for t in (args.from_time, args.to_time)]
+    except ValueError as exc:
+        raise ConfigError(f"--from/--to: {exc}") from None
+    if window[0] is not None and window[1] is not None and window[0] >= window[1]:
+        raise ConfigError("--from must be before --to")
+    if args.rate is not None and args.rate <= 0:
+        raise ConfigError("--rate must be positive")
+    opts = ReplayOptions(
+        from_ms=window[0],
+        to_ms=window[1],
+        topic=args.topic,
+        output_topic=args.output_topic,
+        redis_key_prefix=args.redis_key_prefix,
+        model_dir=args.model,
+        rate=args.rate,
+        replay_id=args.replay_id,
+        state_dir=args.state_dir,
+        overwrite_live=args.overwrite_live,
+        compare_with=args.compare_with,
+        summary_path=args.summary,
+        progress=False if args.no_progress else None,
+    )
+    return run_replay(settings, opts)
+
+
+def add_replay_arguments(rep: argparse.ArgumentParser) -> None:
+    rep.add_argument(
+        "--from",
+        dest="from_time",
+        metavar="TIME",
+        required=True,
+        help="start of the window, by record timestamp (RFC 3339 or epoch ms; inclusive)",
+    )
+    rep.add_argument(
+        "--to",
+        dest="to_time",
+        metavar="TIME",
+        help="end of the window (exclusive; default: the end of the topic when it starts)",
+    )
+    rep.add_argument("--topic", help="topic to replay (default: MODSTREAM_INPUT_TOPIC)")
+    rep.add_argument(
+        "--output-topic", help="verdict topic (default: MODSTREAM_OUTPUT_TOPIC + '.replay')"
+    )
+    rep.add_argument(
+        "--redis-key-prefix",
+        help="verdict key prefix (default: MODSTREAM_REDIS_KEY_PREFIX + 'replay:ID:')",
+    )
+    rep.add_argument("--model", type=Path, help="model artifact (default: MODSTREAM_MODEL_DIR)")
+    rep.add_argument("--rate", type=float, help="most records per second (default: no limit)")
+    rep.add_argument(
+        "--replay-id", help="name of this replay; an unfinished one with this id resumes"
+    )
+    rep.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path("replays"),
+        help="where resume files, summaries and reports go (default: ./replays)",
+    )
+    rep.add_argument(
+        "--overwrite-live",
+        action="store_true",
+        help="write to the live output topic, key prefix and dead-letter topic",
+    )
+    rep.add_argument(
+        "--compare-with",
+        type=Path,
+        help="candidate model artifact: score each post with it too, write an agreement report",
+    )
+    rep.add_argument(
+        "--summary", type=Path, help="summary JSON (default: STATE_DIR/ID/summary.json)"
+    )
+    rep.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
@@ -84,6 +165,15 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.set_defaults(func=cmd_run)
+
+    rep = sub.add_parser(
+        "replay",
+        help="re-moderate a time window of a topic (bounded; no consumer group)",
+        epilog=SETTINGS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_replay_arguments(rep)
+    rep.set_defaults(func=cmd_replay)
 
     prod = sub.add_parser("produce", help="send post events to the input topic")
     prod.add_argument("--file", type=Path, help="JSON Lines file of events (else synthetic)")

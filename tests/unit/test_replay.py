@@ -1,0 +1,391 @@
+"""The bounded consumer of a replay, without Kafka: an in-memory partitioned log stands in
+for kafka-python's consumer (offsets by time, assign/seek/position, pause)."""
+
+from __future__ import annotations
+
+import json
+from collections import namedtuple
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kafka import TopicPartition
+from kafka.structs import OffsetAndTimestamp
+
+from tests.fakes import FakeModel, ListSink, ManualClock, SendingListSink
+from worker.batcher import BatchLimits, MicroBatcher, Size
+from worker.checkpoint import Partition
+from worker.config import ConfigError, load_settings
+from worker.flow import Prepared
+from worker.loop import LoopConfig, Worker
+from worker.pipeline import Pipeline
+from worker.policy import Policy
+from worker.privacy import Pseudonymiser
+from worker.replay import (
+    OUT_OF_WINDOW,
+    BoundedConsumer,
+    ReplayState,
+    Span,
+    Tally,
+    TallyingDeadLetters,
+    TallySink,
+    parse_time,
+    plan_spans,
+)
+from worker.replay_run import ReplayOptions, replay_settings
+from worker.schema import Verdict
+
+KRecord = namedtuple("KRecord", "topic partition offset timestamp key value headers")
+T0 = 1_700_000_000_000
+TOPIC = "posts"
+P0, P1 = Partition(TOPIC, 0), Partition(TOPIC, 1)
+
+
+class FakeLog:
+    """A partitioned topic with the KafkaConsumer calls a BoundedConsumer makes."""
+
+    def __init__(self, partitions: int = 2) -> None:
+        self.logs: dict[int, list[KRecord]] = {p: [] for p in range(partitions)}
+        self.pos: dict[TopicPartition, int] = {}
+        self.assigned: list[TopicPartition] = []
+        self.paused_tps: set[TopicPartition] = set()
+
+    def append(self, partition: int, ts: int, value: dict[str, Any] | bytes) -> None:
+        log = self.logs[partition]
+        raw = value if isinstance(value, bytes) else json.dumps(value).encode()
+        log.append(KRecord(TOPIC, partition, len(log), ts, b"k", raw, []))
+
+    def partitions_for_topic(self, topic: str) -> set[int] | None:
+        return set(self.logs) if topic == TOPIC else None
+
+    def beginning_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return dict.fromkeys(tps, 0)
+
+    def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: len(self.logs[tp.partition]) for tp in tps}
+
+    def offsets_for_times(self, times: dict[TopicPartition, int]) -> dict[Any, Any]:
+        out: dict[TopicPartition, OffsetAndTimestamp | None] = {}
+        for tp, t in times.items():
+            hit = next((r for r in self.logs[tp.partition] if r.timestamp >= t), None)
+            out[tp] = None if hit is None else OffsetAndTimestamp(hit.offset, hit.timestamp, -1)
+        return out
+
+    def assign(self, tps: list[TopicPartition]) -> None:
+        self.assigned = list(tps)
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.pos[tp] = offset
+
+    def position(self, tp: TopicPartition) -> int | None:
+        return self.pos.get(tp)
+
+    def poll(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[KRecord]]:
+        out: dict[TopicPartition, list[KRecord]] = {}
+        room = max_records
+        for tp in self.assigned:
+            if tp in self.paused_tps or room <= 0:
+                continue
+            got = self.logs[tp.partition][self.pos[tp] : self.pos[tp] + min(room, 3)]
+            if got:
+                out[tp] = got
+                self.pos[tp] += len(got)
+                room -= len(got)
+        return out
+
+    def pause(self, *tps: TopicPartition) -> None:
+        self.paused_tps.update(tps)
+
+    def resume(self, *tps: TopicPartition) -> None:
+        self.paused_tps.difference_update(tps)
+
+
+def post(i: int, text: str = "hello world") -> dict[str, Any]:
+    return {"post_id": f"p{i}", "text": text}
+
+
+def filled_log() -> FakeLog:
+    """Partition 0: posts 0..9 at T0 + i s; partition 1: posts 10..19 at T0 + (i-10) s."""
+    log = FakeLog()
+    for i in range(20):
+        text = "fake news here" if i % 5 == 0 else "hate this" if i % 7 == 0 else "hello"
+        log.append(i // 10, T0 + (i % 10) * 1000, post(i, text))
+    return log
+
+
+def window_ids(log: FakeLog, lo: int, hi: int) -> set[str]:
+    return {
+        json.loads(r.value)["post_id"]
+        for rs in log.logs.values()
+        for r in rs
+        if lo <= r.timestamp < hi and r.value.startswith(b"{")
+    }
+
+
+def new_state(log: FakeLog, lo: int | None, hi: int | None) -> ReplayState:
+    return ReplayState("r1", TOPIC, lo, hi, plan_spans(log, TOPIC, lo, hi))
+
+
+# --- time and planning -------------------------------------------------------------------
+def test_parse_time_takes_rfc3339_and_epoch_milliseconds() -> None:
+    assert parse_time("1700000000000") == T0
+    assert parse_time("2023-11-14T22:13:20Z") == T0
+    assert parse_time("2023-11-14T23:13:20+01:00") == T0
+    assert parse_time("2023-11-14T22:13:20") == T0  # naive is UTC
+    assert parse_time("2023-11-14T22:13:20.250Z") == T0 + 250
+    with pytest.raises(ValueError, match="neither RFC 3339 nor epoch"):
+        parse_time("yesterday")
+
+
+def test_plan_includes_the_start_and_excludes_the_end_of_the_window() -> None:
+    spans = plan_spans(filled_log(), TOPIC, T0 + 2000, T0 + 5000)
+    assert spans == {P0: Span(2, 5), P1: Span(2, 5)}
+
+
+def test_plan_ends_at_the_end_offset_when_the_window_reaches_past_it() -> None:
+    log = filled_log()
+    assert plan_spans(log, TOPIC, T0 + 8000, T0 + 10**9) == {P0: Span(8, 10), P1: Span(8, 10)}
+    assert plan_spans(log, TOPIC, T0 + 8000, None) == {P0: Span(8, 10), P1: Span(8, 10)}
+    assert plan_spans(log, TOPIC, None, T0 + 1000) == {P0: Span(0, 1), P1: Span(0, 1)}
+
+
+def test_plan_of_a_window_after_the_last_record_is_empty() -> None:
+    spans = plan_spans(filled_log(), TOPIC, T0 + 10**6, None)
+    assert all(s.size == 0 for s in spans.values())
+
+
+def test_plan_of_an_unknown_topic_fails() -> None:
+    with pytest.raises(LookupError, match="nope"):
+        plan_spans(filled_log(), "nope", T0, None)
+
+
+# --- the bounded consumer ----------------------------------------------------------------
+def drain(consumer: BoundedConsumer, limit: int = 100) -> list[Any]:
+    got: list[Any] = []
+    for _ in range(limit):
+        if consumer.finished:
+            break
+        got += consumer.poll(10, 500)
+    return got
+
+
+def test_reads_each_span_once_and_finishes(tmp_path: Path) -> None:
+    log = filled_log()
+    state = new_state(log, T0 + 2000, T0 + 5000)
+    consumer = BoundedConsumer(log, state, tmp_path / "s.json", Tally(), sleep=lambda _: None)
+    assigned: list[set[Partition]] = []
+    consumer.subscribe(lambda _: None, assigned.append)
+    assert assigned == [{P0, P1}]
+    got = drain(consumer)
+    assert consumer.finished
+    assert sorted((r.partition, r.offset) for r in got) == [
+        (p, o) for p in (0, 1) for o in (2, 3, 4)
+    ]
+    assert consumer.lag({P0: 5, P1: 5}) == {P0: 0, P1: 0}
+    assert consumer.poll(10, 500) == []  # finished: nothing more, even on a growing topic
+
+
+def test_a_live_topic_still_ends_where_it_ended_at_start(tmp_path: Path) -> None:
+    log = filled_log()
+    state = new_state(log, T0, None)
+    consumer = BoundedConsumer(log, state, tmp_path / "s.json", Tally(), sleep=lambda _: None)
+    consumer.subscribe(lambda _: None, lambda _: None)
+    for n in range(50):  # keeps growing while the replay reads
+        log.append(0, T0 + 20_000 + n, post(100 + n))
+        log.append(1, T0 + 20_000 + n, post(200 + n))
+    got = drain(consumer)
+    assert consumer.finished
+    assert len(got) == 20
+    assert {TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)} <= log.paused_tps
+
+
+def test_records_inside_the_span_but_outside_the_window_are_skipped_and_counted(
+    tmp_path: Path,
+) -> None:
+    log = FakeLog(1)
+    log.append(0, T0, post(0))
+    log.append(0, T0 - 10_000, post(1))  # a producer clock behind, between two in the window
+    log.append(0, T0 + 1, post(2))
+    log.append(0, T0 + 5_000, post(3))
+    tally = Tally()
+    state = new_state(log, T0, T0 + 5_000)
+    assert state.spans == {P0: Span(0, 3)}
+    consumer = BoundedConsumer(log, state, tmp_path / "s.json", tally, sleep=lambda _: None)
+    consumer.subscribe(lambda _: None, lambda _: None)
+    assert [r.offset for r in drain(consumer)] == [0, 2]
+    consumer.commit({P0: 3})
+    assert state.counts[OUT_OF_WINDOW] == 1
+
+
+def test_commit_writes_the_resume_file_and_a_new_consumer_resumes_there(tmp_path: Path) -> None:
+    log = filled_log()
+    path = tmp_path / "r1" / "state.json"
+    state = new_state(log, T0, T0 + 6000)
+    first = BoundedConsumer(log, state, path, Tally(), sleep=lambda _: None)
+    first.subscribe(lambda _: None, lambda _: None)
+    first.poll(10, 4)
+    first.commit({P0: 3})
+    assert not first.finished
+
+    loaded = ReplayState.load(path)
+    assert loaded is not None
+    assert loaded.spans == state.spans and loaded.position(P0) == 3 and loaded.position(P1) == 0
+    second = BoundedConsumer(log, loaded, path, Tally(), sleep=lambda _: None)
+    second.subscribe(lambda _: None, lambda _: None)
+    got = drain(second)
+    assert sorted((r.partition, r.offset) for r in got) == [(0, 3), (0, 4), (0, 5)] + [
+        (1, o) for o in range(6)
+    ]
+
+
+def test_a_finished_partition_is_not_assigned_again(tmp_path: Path) -> None:
+    log = filled_log()
+    state = new_state(log, T0, T0 + 3000)
+    state.next = {P0: 3}
+    consumer = BoundedConsumer(log, state, tmp_path / "s.json", Tally())
+    assigned: list[set[Partition]] = []
+    consumer.subscribe(lambda _: None, assigned.append)
+    assert assigned == [{P1}]
+
+
+def test_backpressure_resumes_only_unfinished_partitions(tmp_path: Path) -> None:
+    log = filled_log()
+    state = new_state(log, T0, None)
+    state.spans[P1] = Span(0, 0)
+    consumer = BoundedConsumer(log, state, tmp_path / "s.json", Tally())
+    consumer.subscribe(lambda _: None, lambda _: None)
+    consumer.pause()
+    assert consumer.paused and consumer.poll(10, 500) == []
+    consumer.resume()
+    assert not consumer.paused and TopicPartition(TOPIC, 0) not in log.paused_tps
+    assert len(consumer.poll(10, 500)) == 3
+
+
+def test_rate_limits_the_records_handed_out(tmp_path: Path) -> None:
+    log = filled_log()
+    clock = ManualClock()
+    sleeps: list[float] = []
+    consumer = BoundedConsumer(
+        log,
+        new_state(log, T0, None),
+        tmp_path / "s.json",
+        Tally(),
+        rate=2.0,
+        clock=clock,
+        sleep=sleeps.append,
+    )
+    consumer.subscribe(lambda _: None, lambda _: None)
+    assert len(consumer.poll(10, 500)) == 1
+    assert consumer.poll(10, 500) == [] and sleeps == [0.01]
+    clock.advance(2.0)
+    assert len(consumer.poll(10, 500)) == 4  # 2 s at 2/s: 4 more allowed
+
+
+def test_tally_counts_an_outcome_once_its_offset_is_committed() -> None:
+    tally = Tally()
+    tally.note(P0, 0, "allow")
+    tally.note(P0, 1, "block")
+    tally.note(P0, 1, "block")  # redone: still one
+    tally.note(P1, 0, "review")
+    assert tally.settle({P0: 1}) == {"allow": 1}
+    assert tally.settle({P0: 2}) == {"block": 1}
+    assert tally.settle() == {"review": 1}
+    assert tally.settle() == {}
+
+
+# --- the same Worker on a bounded consumer ----------------------------------------------
+class StoppingConsumer(BoundedConsumer):
+    """Asks the worker to stop once it has handed out ``stop_after`` records: a replay
+    interrupted (SIGTERM) mid-way, deterministically."""
+
+    stop_after: int | None = None
+    worker: Worker | None = None
+    handed = 0
+
+    def poll(self, timeout_ms: int, max_records: int) -> list[Any]:
+        got = super().poll(timeout_ms, max_records)
+        self.handed += len(got)
+        if self.stop_after is not None and self.handed >= self.stop_after and self.worker:
+            self.worker.request_stop()
+        return got
+
+
+def run_replay_worker(
+    log: FakeLog, path: Path, state: ReplayState, redis: ListSink, stop_after: int | None = None
+) -> BoundedConsumer:
+    tally = Tally()
+    consumer = StoppingConsumer(log, state, path, tally)
+    batcher: MicroBatcher[Prepared] = MicroBatcher(
+        BatchLimits(4, 0.01, 10_000), lambda p: Size(p.encoded.rows, p.encoded.tokens)
+    )
+    worker = Worker(
+        consumer,
+        batcher,
+        Pipeline(FakeModel(), Policy(), Pseudonymiser(b"k"), replay_id="r1"),
+        [redis, SendingListSink("kafka"), TallySink(tally)],
+        TallyingDeadLetters(SendingListSink("dead_letter"), tally),
+        LoopConfig(poll_timeout_ms=5, max_poll_records=2, shutdown_grace_s=5.0),
+    )
+    consumer.worker, consumer.stop_after = worker, stop_after
+    worker.run(input_ended=lambda: consumer.finished)
+    return consumer
+
+
+def test_the_worker_replays_exactly_the_window_and_ends(tmp_path: Path) -> None:
+    log = filled_log()
+    log.logs[1].insert(4, log.logs[1][4]._replace(value=b"not json"))  # a dead letter
+    log.logs[1] = [r._replace(offset=n) for n, r in enumerate(log.logs[1])]
+    path = tmp_path / "state.json"
+    redis = ListSink("redis")
+    consumer = run_replay_worker(log, path, new_state(log, T0 + 2000, T0 + 7000), redis)
+    assert consumer.finished
+    consumer.finish()
+    verdicts = [v for v in redis.items if isinstance(v, Verdict)]
+    assert {v.post_id for v in verdicts} == window_ids(log, T0 + 2000, T0 + 7000)
+    assert len(verdicts) == 10 and all(v.replay_id == "r1" for v in verdicts)
+    saved = ReplayState.load(path)
+    assert saved is not None
+    assert sum(saved.counts[a] for a in ("allow", "review", "block")) == 10
+    assert saved.counts["dead_letter:not_json"] == 1
+    assert saved.counts["block"] == 2  # p5 and p15 say "fake"
+
+
+def test_an_interrupted_replay_resumes_and_counts_every_post_once(tmp_path: Path) -> None:
+    log = filled_log()
+    path = tmp_path / "state.json"
+    first = ListSink("redis")
+    run_replay_worker(log, path, new_state(log, T0, T0 + 10_000), first, stop_after=6)
+    state = ReplayState.load(path)
+    assert state is not None and state.done == 6  # what was handed out is done and saved
+    assert sum(state.counts.values()) == 6
+    second = ListSink("redis")
+    consumer = run_replay_worker(log, path, state, second)
+    assert consumer.finished
+    consumer.finish()
+    done = {v.post_id for v in [*first.items, *second.items] if isinstance(v, Verdict)}
+    assert done == {f"p{i}" for i in range(20)}
+    final = ReplayState.load(path)
+    assert final is not None and final.done == final.total == 20
+    assert sum(final.counts[a] for a in ("allow", "review", "block")) == 20
+
+
+# --- where a replay writes ---------------------------------------------------------------
+def test_replay_writes_to_its_own_topic_and_prefix_by_default() -> None:
+    settings = load_settings(metrics_port=0)
+    target = replay_settings(settings, ReplayOptions(T0, None), "r9")
+    assert target.output_topic == "verdicts.replay"
+    assert target.redis_key_prefix == "modstream:verdict:replay:r9:"
+    assert target.dlq_topic == "posts.dlq.replay"
+    assert target.input_topic == settings.input_topic and target.group_id == settings.group_id
+
+
+def test_writing_over_live_verdicts_needs_the_flag() -> None:
+    settings = load_settings(metrics_port=0)
+    with pytest.raises(ConfigError, match="--overwrite-live"):
+        replay_settings(settings, ReplayOptions(T0, None, output_topic="verdicts"), "r9")
+    with pytest.raises(ConfigError, match="--overwrite-live"):
+        replay_settings(
+            settings, ReplayOptions(T0, None, redis_key_prefix="modstream:verdict:"), "r9"
+        )
+    live = replay_settings(settings, ReplayOptions(T0, None, overwrite_live=True), "r9")
+    assert (live.output_topic, live.redis_key_prefix) == ("verdicts", "modstream:verdict:")
