@@ -1,44 +1,166 @@
-"""Serving: device choice, mixed precision, and the :class:`Predictor` the worker calls."""
+"""Serving: device and backend choice, threads, and the :class:`Predictor` the worker calls.
+
+Backends (``MODSTREAM_BACKEND``): ``torch`` runs the model as loaded (with autocast where
+the precision allows it); ``torch-int8`` runs it with its linear layers dynamically
+quantised to int8 (CPU only); ``onnx`` runs an in-memory ONNX export in ONNX Runtime (CPU
+only, optional extra). ``benchmarks/backends.py`` measures each against fp32.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, get_args
 
 import torch
+from torch import nn
 
 from models.artifact import ArtifactError, artifact_version, load_tensors, read_config
-from models.base import Scores
+from models.base import Encoded, Scores
 from models.classifier import MultiTaskClassifier, MultiTaskHeads
+from models.devices import CPU_ONLY_BACKENDS, Backend, available_cpus, parse_device
 from models.encoder import encoder_dir, encoder_sha256, load_encoder, load_tokenizer
 from models.preprocess import normalise
+from models.windows import SENTENCE_END_TOKENS, fold_windows, split_windows
 
 log = logging.getLogger(__name__)
 
+BACKENDS: tuple[str, ...] = get_args(Backend)
+Precision = Literal["auto", "fp32"]
 
-def choose_device(preference: Literal["auto", "cpu", "cuda"] = "auto") -> torch.device:
-    """CUDA when asked for or present (auto), else the CPU."""
-    if preference == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was asked for but CUDA is not available")
-    if preference == "cuda" or (preference == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
-    return torch.device("cpu")
+# Model-length windows' worth of tokens scored per post at most (see models.windows).
+DEFAULT_MAX_WINDOWS = 64
+
+# Raw logits per task from (input_ids, attention_mask) on the predictor's device.
+Runner = Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
+
+
+def choose_device(preference: str = "auto", cpu_only: bool = False) -> torch.device:
+    """``cuda``/``cuda:N`` when asked for (RuntimeError when absent), ``auto`` picks CUDA
+    when present unless the backend runs on the CPU only; else the CPU."""
+    spec = parse_device(preference)
+    if spec.kind == "cpu" or (spec.kind == "auto" and (cpu_only or not torch.cuda.is_available())):
+        return torch.device("cpu")
+    if cpu_only:
+        raise RuntimeError(f"device {preference!r} was asked for with a CPU-only backend")
+    if not torch.cuda.is_available():
+        raise RuntimeError(f"device {preference!r} was asked for but CUDA is not available")
+    index = spec.index if spec.index is not None else torch.cuda.current_device()
+    if index >= torch.cuda.device_count():
+        raise RuntimeError(
+            f"device {preference!r} was asked for but there are {torch.cuda.device_count()} GPUs"
+        )
+    return torch.device("cuda", index)
+
+
+@lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """The CPU computes bf16 natively (AMX or AVX-512 BF16) and autocast works on it: a
+    small probe, because emulated bf16 is slower than fp32."""
+    probes = [
+        getattr(torch.cpu, n, None) for n in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    ]
+    if not any(p() for p in probes if callable(p)):
+        return False
+    try:
+        with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+            out = torch.ones(8, 8) @ torch.ones(8, 8)
+    except RuntimeError:
+        return False
+    return out.dtype == torch.bfloat16 and bool((out.float() == 8).all())
 
 
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """fp16 on CUDA (bf16 where the GPU has it); bf16 on CPUs with native bf16; else none."""
+    """bf16 on CUDA where the GPU has it, else fp16; bf16 on CPUs with native bf16; else none."""
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        return torch.bfloat16
-    return None
+    return torch.bfloat16 if cpu_has_native_bf16() else None
+
+
+def configure_threads(requested: int = 0) -> int:
+    """Set torch's intra-op threads to ``requested``, or (0) to the CPUs the container may
+    use; one inter-op thread, since one model call runs at a time. Returns the count."""
+    threads = requested if requested > 0 else available_cpus()
+    torch.set_num_threads(threads)
+    with contextlib.suppress(RuntimeError):  # only settable before the first parallel work
+        torch.set_num_interop_threads(1)
+    return threads
+
+
+def quantize_int8(model: nn.Module) -> nn.Module:
+    """Dynamic int8 quantisation of every ``nn.Linear`` (weights int8, activations
+    quantised per batch), with torch's own eager API."""
+    with warnings.catch_warnings():
+        # torch.ao.quantization is deprecated in favour of torchao, which is not a dependency.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)  # the same, for quantised tensors
+        from torch.ao.quantization import quantize_dynamic
+
+        quantized: nn.Module = quantize_dynamic(  # type: ignore[no-untyped-call]
+            model, {nn.Linear}, dtype=torch.qint8
+        )
+    return quantized
+
+
+def make_runner(
+    model: nn.Module, backend: Backend, device: torch.device, amp_dtype: torch.dtype | None
+) -> Runner:
+    """The function that runs one padded batch on ``backend``."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+    if backend in CPU_ONLY_BACKENDS and device.type != "cpu":
+        raise ValueError(f"backend {backend!r} runs on the CPU only, not {device}")
+    if backend == "onnx":
+        from models.onnx_backend import onnx_runner
+
+        return onnx_runner(model, torch.get_num_threads())
+    net = quantize_int8(model.eval()) if backend == "torch-int8" else model.to(device).eval()
+
+    def run(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        autocast: contextlib.AbstractContextManager[object] = (
+            contextlib.nullcontext()
+            if amp_dtype is None
+            else torch.autocast(device_type=device.type, dtype=amp_dtype)
+        )
+        with torch.inference_mode(), autocast:
+            out: dict[str, torch.Tensor] = net(input_ids=input_ids, attention_mask=attention_mask)
+        return out
+
+    return run
+
+
+def special_tokens(tokenizer: object) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The ids the tokenizer puts before and after a text's own (``[CLS]``, ``[SEP]``)."""
+    marker = "hello"
+    bare: list[int] = tokenizer(marker, add_special_tokens=False)["input_ids"]  # type: ignore[operator]
+    full: list[int] = tokenizer(marker)["input_ids"]  # type: ignore[operator]
+    for start in range(len(full) - len(bare) + 1):
+        if full[start : start + len(bare)] == bare:
+            return tuple(full[:start]), tuple(full[start + len(bare) :])
+    raise ValueError("cannot find a text's tokens between the tokenizer's special tokens")
+
+
+def sentence_end_ids(encoder: Any) -> frozenset[int]:
+    """Ids of the tokens that end a sentence, as this tokenizer spells them."""
+    ids = set()
+    for mark in SENTENCE_END_TOKENS:
+        tokens = encoder.encode(mark, add_special_tokens=False).ids
+        if len(tokens) == 1:
+            ids.add(tokens[0])
+    return frozenset(ids)
 
 
 class Predictor:
-    """A loaded artifact ready to score texts: satisfies :class:`models.base.Classifier`."""
+    """A loaded artifact ready to score texts: satisfies :class:`models.base.Classifier`.
+
+    ``prepare`` only reads a private copy of the Rust tokenizer (no truncation, no padding,
+    never reconfigured), so any thread may call it; ``predict_encoded`` runs the backend and
+    belongs to one model thread.
+    """
 
     def __init__(
         self,
@@ -50,17 +172,31 @@ class Predictor:
         max_length: int,
         version: str,
         device: torch.device,
-        precision: Literal["auto", "fp32"] = "auto",
+        precision: Precision = "auto",
+        backend: Backend = "torch",
+        max_windows: int = DEFAULT_MAX_WINDOWS,
     ) -> None:
-        self._model = model.to(device).eval()
-        self._tokenizer = tokenizer
+        if max_windows < 1:
+            raise ValueError("max_windows must be at least 1")
+        self.device = device
+        self.backend = backend
+        use_amp = precision == "auto" and backend == "torch"
+        self.amp_dtype = autocast_dtype(device) if use_amp else None
+        self._run = make_runner(model, backend, device, self.amp_dtype)
+        self._prefix, self._suffix = special_tokens(tokenizer)
+        self._pad_id = int(getattr(tokenizer, "pad_token_id", None) or 0)
+        self._encoder = tokenizer.backend_tokenizer.__class__.from_str(  # type: ignore[attr-defined]
+            tokenizer.backend_tokenizer.to_str()  # type: ignore[attr-defined]
+        )
+        self._encoder.no_truncation()
+        self._encoder.no_padding()
+        self._enders = sentence_end_ids(self._encoder)
         self._labels = {t: list(names) for t, names in labels.items()}
         self._temperatures = dict(temperatures)
         self._policy = dict(policy)
         self._max_length = max_length
+        self._max_windows = max_windows
         self._version = version
-        self.device = device
-        self.amp_dtype = autocast_dtype(device) if precision == "auto" else None
 
     @property
     def version(self) -> str:
@@ -78,51 +214,79 @@ class Predictor:
     def policy(self) -> Mapping[str, float]:
         return self._policy
 
-    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Normalise, truncate to ``max_length`` and pad to the batch's longest text."""
-        enc = self._tokenizer(  # type: ignore[operator]
-            [normalise(t) for t in texts],
-            padding="longest",
-            truncation=True,
-            max_length=self._max_length,
-            return_tensors="pt",
-        )
-        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+    @property
+    def max_windows(self) -> int:
+        return self._max_windows
 
-    def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        if self.device.type != "cuda":
-            return batch
-        # Pinned host memory lets the copy run asynchronously with the host's next work.
-        return {k: v.pin_memory().to(self.device, non_blocking=True) for k, v in batch.items()}
-
-    def _autocast(self) -> contextlib.AbstractContextManager[object]:
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
-
-    def logits(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Calibrated logits (divided by each head's temperature), on the CPU, as float32."""
-        batch = self._to_device(self.tokenize(texts))
-        with torch.inference_mode(), self._autocast():
-            raw = self._model(**batch)
-        return {t: (v.float() / self._temperatures.get(t, 1.0)).cpu() for t, v in raw.items()}
-
-    def predict(self, texts: Sequence[str]) -> list[Scores]:
+    def prepare(self, texts: Sequence[str]) -> list[Encoded]:
+        """Normalise and tokenise (no padding, no truncation); long texts become windows."""
         if not texts:
             return []
-        probs = {t: torch.softmax(v, dim=-1).tolist() for t, v in self.logits(texts).items()}
+        encodings = self._encoder.encode_batch(
+            [normalise(t) for t in texts], add_special_tokens=False
+        )
         return [
-            {task: dict(zip(self._labels[task], probs[task][i], strict=True)) for task in probs}
-            for i in range(len(texts))
+            Encoded(
+                split_windows(
+                    e.ids,
+                    e.offsets,
+                    self._enders,
+                    self._max_length,
+                    self._prefix,
+                    self._suffix,
+                    self._max_windows,
+                )
+            )
+            for e in encodings
         ]
 
+    def _batch(self, rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows padded to the longest, and their attention mask, on the device. On CUDA the
+        ids go through pinned host memory and copy without blocking the host; the mask is
+        built on the device from the row lengths."""
+        width = max(len(r) for r in rows)
+        ids = torch.tensor([[*r, *([self._pad_id] * (width - len(r)))] for r in rows])
+        lengths = torch.tensor([len(r) for r in rows])
+        if self.device.type == "cuda":
+            ids = ids.pin_memory().to(self.device, non_blocking=True)
+            lengths = lengths.pin_memory().to(self.device, non_blocking=True)
+        positions = torch.arange(width, device=self.device)
+        mask = (positions.unsqueeze(0) < lengths.unsqueeze(1)).long()
+        return ids, mask
 
-def load_predictor(
-    directory: Path,
-    device: Literal["auto", "cpu", "cuda"] = "auto",
-    precision: Literal["auto", "fp32"] = "auto",
-) -> Predictor:
-    """Load an artifact; refuse it if it was built on other encoder weights."""
+    def _probabilities(self, rows: Sequence[Sequence[int]]) -> list[Scores]:
+        """Calibrated probabilities per row (softmax of logits / temperature)."""
+        raw = self._run(*self._batch(rows))
+        # Reading the results back is the only point where the host waits for the device.
+        probs = {
+            t: torch.softmax(v.float() / self._temperatures.get(t, 1.0), dim=-1).cpu().tolist()
+            for t, v in raw.items()
+        }
+        return [
+            {t: dict(zip(self._labels[t], probs[t][i], strict=True)) for t in probs}
+            for i in range(len(rows))
+        ]
+
+    def predict_encoded(self, items: Sequence[Encoded]) -> list[Scores]:
+        """Score prepared posts: one padded batch of all their windows, folded back per post."""
+        if not items:
+            return []
+        per_row = self._probabilities([w for item in items for w in item.windows])
+        out: list[Scores] = []
+        start = 0
+        for item in items:
+            out.append(fold_windows(per_row[start : start + item.rows]))
+            start += item.rows
+        if len(out) != len(items) or start != len(per_row):
+            raise RuntimeError(f"{len(items)} posts in, {len(out)} results out")
+        return out
+
+    def predict(self, texts: Sequence[str]) -> list[Scores]:
+        return self.predict_encoded(self.prepare(texts))
+
+
+def load_model(directory: Path) -> tuple[MultiTaskClassifier, object]:
+    """The artifact's network (LoRA merged) and tokenizer; refuses other encoder weights."""
     config = read_config(directory)
     base = encoder_dir()
     actual = encoder_sha256(base)
@@ -141,11 +305,29 @@ def load_predictor(
         encoder.load_state_dict(tensors["encoder"])
     heads = MultiTaskHeads(encoder.config.hidden_size, config.head_hidden, config.labels)
     heads.load_state_dict(tensors["heads"])
-    model = MultiTaskClassifier(encoder, heads)
-    chosen = choose_device(device)
+    return MultiTaskClassifier(encoder, heads), load_tokenizer(base)
+
+
+def load_predictor(
+    directory: Path,
+    device: str = "auto",
+    precision: Precision = "auto",
+    *,
+    backend: Backend = "torch",
+    max_windows: int = DEFAULT_MAX_WINDOWS,
+    threads: int | None = None,
+) -> Predictor:
+    """Load an artifact for serving on ``device`` (auto | cpu | cuda | cuda:N) with
+    ``backend``. ``threads``: torch's CPU threads (0 = the container's CPU share, None =
+    leave torch's setting alone)."""
+    if threads is not None:
+        configure_threads(threads)
+    chosen = choose_device(device, cpu_only=backend in CPU_ONLY_BACKENDS)
+    config = read_config(directory)
+    model, tokenizer = load_model(directory)
     predictor = Predictor(
         model,
-        load_tokenizer(base),
+        tokenizer,
         config.labels,
         config.temperatures,
         config.policy,
@@ -153,6 +335,16 @@ def load_predictor(
         artifact_version(directory),
         chosen,
         precision,
+        backend,
+        max_windows,
     )
-    log.info("loaded model %s on %s (autocast %s)", predictor.version, chosen, predictor.amp_dtype)
+    log.info(
+        "loaded model %s on %s (backend %s, autocast %s, %d threads, up to %d windows a post)",
+        predictor.version,
+        chosen,
+        backend,
+        predictor.amp_dtype,
+        torch.get_num_threads(),
+        max_windows,
+    )
     return predictor

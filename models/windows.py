@@ -1,0 +1,157 @@
+"""Long posts as rows of the model's length, and their per-row scores folded back.
+
+A post longer than the model's ``max_length`` is not truncated (a false claim padded behind
+harmless text would never be seen). It is cut at sentence ends into rows, each scored on
+its own, and the rows are folded into one result for the post. Rows are as short as the
+cap on rows per post allows: a claim scored together with a hundred tokens of harmless
+text is diluted (the encoder mean-pools its tokens), one scored alone is not. So
+sentences are packed together, up to 16 tokens a row, then 32, 64 and the model's length,
+only as far as needed to stay within the cap; a sentence longer than the model's length
+is cut into overlapping token windows. A post that still needs more rows keeps its head,
+its tail and evenly spaced rows between. Pure logic on token ids and probabilities: no
+tokenizer, no torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence, Set
+from typing import TypeVar
+
+from models.base import MISINFORMATION, Scores
+
+# Tokens after which a sentence ends (when whitespace or the text's end follows).
+SENTENCE_END_TOKENS = (".", "!", "?", "…")
+
+# The shortest row the packing starts from: shorter fragments ("Ok.") join a neighbour.
+MIN_ROW_TOKENS = 16
+
+# Tokens two neighbouring windows of one long sentence share, as a fraction of a window:
+# a phrase cut at one window's edge is seen whole in the next when shorter than that.
+OVERLAP_FRACTION = 0.25
+
+# Tasks folded by the row that scores highest on one label (the rest are averaged).
+FOLD_BY_MAX: Mapping[str, str] = {MISINFORMATION: "fake"}
+
+Span = tuple[int, int]  # [start, end) token indices
+_T = TypeVar("_T")
+
+
+def window_starts(n_tokens: int, body: int, stride: int, max_windows: int) -> list[int]:
+    """Start offsets of windows of ``body`` tokens over ``n_tokens``, stepping by ``stride``
+    from the head, the last aligned with the end (the tail); over ``max_windows``, the head,
+    the tail and evenly spaced windows between."""
+    if body < 1 or stride < 1 or max_windows < 1:
+        raise ValueError("body, stride and max_windows must be at least 1")
+    if n_tokens <= body:
+        return [0]
+    last = n_tokens - body
+    return spread([*range(0, last, stride), last], max_windows)
+
+
+def spread(items: Sequence[_T], k: int) -> list[_T]:
+    """At most ``k`` of ``items``: the first, the last and evenly spaced ones between."""
+    if len(items) <= k:
+        return list(items)
+    if k == 1:
+        return [items[0]]
+    step = (len(items) - 1) / (k - 1)
+    return [items[round(i * step)] for i in range(k)]
+
+
+def sentence_spans(
+    ids: Sequence[int], offsets: Sequence[tuple[int, int]], enders: Set[int]
+) -> list[Span]:
+    """The token spans of the sentences, covering every token: a sentence ends after an
+    ender token (``.``, ``!``, ``?``) that whitespace or the end follows, so ``4.5`` and
+    ``!!!`` stay whole."""
+    spans: list[Span] = []
+    start = 0
+    for i, token in enumerate(ids):
+        last = i + 1 == len(ids)
+        if token in enders and (last or offsets[i + 1][0] > offsets[i][1]):
+            spans.append((start, i + 1))
+            start = i + 1
+    if start < len(ids):
+        spans.append((start, len(ids)))
+    return spans
+
+
+def pack_spans(spans: Sequence[Span], limit: int) -> list[Span]:
+    """Consecutive spans merged while a merged span holds at most ``limit`` tokens."""
+    packed: list[Span] = []
+    for start, end in spans:
+        if packed and end - packed[-1][0] <= limit:
+            packed[-1] = (packed[-1][0], end)
+        else:
+            packed.append((start, end))
+    return packed
+
+
+def plan_rows(n_tokens: int, spans: Sequence[Span], body: int, max_windows: int) -> list[Span]:
+    """The token spans to score as rows (see the module docstring). The cap is in
+    model-length windows' worth of tokens: rows x longest row <= ``max_windows`` x ``body``,
+    so a hundred short sentences cost what 25 full windows cost."""
+    if body < 1 or max_windows < 1:
+        raise ValueError("body and max_windows must be at least 1")
+    if n_tokens <= body:
+        return [(0, n_tokens)]
+    stride = max(1, body - int(body * OVERLAP_FRACTION))
+    limit = min(MIN_ROW_TOKENS, body)
+    while True:
+        rows = [
+            (start + s, min(start + s + body, end))
+            for start, end in pack_spans(spans, limit)
+            for s in window_starts(end - start, body, stride, max_windows=end - start)
+        ]
+        longest = max(e - s for s, e in rows)
+        if len(rows) * longest <= max_windows * body:
+            return rows
+        if limit >= body:
+            return spread(rows, max(1, max_windows * body // longest))
+        limit = min(2 * limit, body)
+
+
+def split_windows(
+    ids: Sequence[int],
+    offsets: Sequence[tuple[int, int]],
+    enders: Set[int],
+    max_length: int,
+    prefix: Sequence[int],
+    suffix: Sequence[int],
+    max_windows: int,
+) -> tuple[tuple[int, ...], ...]:
+    """A text's content token ``ids`` (with their character ``offsets``) as rows of at most
+    ``max_length`` ids, each wrapped in the special tokens ``prefix`` and ``suffix``
+    (``[CLS]`` and ``[SEP]`` for BERT)."""
+    body = max_length - len(prefix) - len(suffix)
+    if body < 1:
+        raise ValueError(f"max_length {max_length} leaves no room between the special tokens")
+    spans = sentence_spans(ids, offsets, enders) if len(ids) > body else []
+    head, tail = tuple(prefix), tuple(suffix)
+    return tuple(
+        head + tuple(ids[s:e]) + tail for s, e in plan_rows(len(ids), spans, body, max_windows)
+    )
+
+
+def fold_windows(windows: Sequence[Scores], by_max: Mapping[str, str] = FOLD_BY_MAX) -> Scores:
+    """One post's result from its windows' scores.
+
+    A task in ``by_max`` takes the whole distribution of the window where its named label is
+    most probable (misinformation: the window with the highest P(fake), so one false claim
+    anywhere flags the post); every other task averages its windows (sentiment).
+    """
+    if not windows:
+        raise ValueError("a post has at least one window")
+    if len(windows) == 1:
+        return windows[0]
+    out: Scores = {}
+    for task in windows[0]:
+        if task in by_max:
+            label = by_max[task]
+            out[task] = dict(max((w[task] for w in windows), key=lambda d: d[label]))
+        else:
+            out[task] = {
+                label: sum(w[task][label] for w in windows) / len(windows)
+                for label in windows[0][task]
+            }
+    return out

@@ -1,0 +1,171 @@
+"""Long posts as windows: where they start, what they hold, and how their scores fold."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from models.base import Encoded, padded_tokens
+from models.windows import (
+    fold_windows,
+    pack_spans,
+    plan_rows,
+    sentence_spans,
+    split_windows,
+    spread,
+    window_starts,
+)
+
+CLS, SEP = (101,), (102,)
+ENDERS = frozenset({1, 2, 3})  # ".", "!", "?"
+_MARKS = {".": 1, "!": 2, "?": 3}
+
+
+def tokenise(text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    """A toy tokenizer: words and punctuation marks, with character offsets."""
+    ids, offsets = [], []
+    for m in re.finditer(r"\w+|[^\w\s]", text):
+        ids.append(_MARKS.get(m.group(), 1000 + len(m.group())))
+        offsets.append(m.span())
+    return ids, offsets
+
+
+def windows(text: str, max_length: int, max_windows: int) -> tuple[tuple[int, ...], ...]:
+    ids, offsets = tokenise(text)
+    return split_windows(ids, offsets, ENDERS, max_length, CLS, SEP, max_windows)
+
+
+def scores(p_fake: float, negative: float) -> dict[str, dict[str, float]]:
+    rest = (1.0 - negative) / 2
+    return {
+        "sentiment": {"negative": negative, "neutral": rest, "positive": rest},
+        "misinformation": {"real": 1.0 - p_fake, "fake": p_fake},
+    }
+
+
+def sentence(n_words: int, end: str = ".") -> str:
+    return " ".join(["word"] * n_words) + end
+
+
+def test_a_short_text_is_one_window_wrapped_in_special_tokens() -> None:
+    ids, offsets = tokenise("Hi there. Ok!")
+    assert split_windows(ids, offsets, ENDERS, 8, CLS, SEP, 4) == ((101, *ids, 102),)
+    assert split_windows([], [], ENDERS, 8, CLS, SEP, 4) == ((101, 102),)
+
+
+def test_a_text_of_exactly_the_body_length_is_not_split() -> None:
+    assert len(windows(sentence(5), 8, 4)) == 1  # 5 words + "." = 6 = 8 - 2 special tokens
+
+
+def test_sentences_end_at_a_mark_followed_by_space_or_the_end() -> None:
+    text = "It costs 4.5 million!!! Really? yes and no"
+    ids, offsets = tokenise(text)
+    spans = sentence_spans(ids, offsets, ENDERS)
+    pieces = [text[offsets[s][0] : offsets[e - 1][1]] for s, e in spans]
+    assert pieces == ["It costs 4.5 million!!!", "Really?", "yes and no"]
+
+
+def test_packing_merges_neighbours_up_to_the_limit() -> None:
+    spans = [(0, 5), (5, 8), (8, 20), (20, 22), (22, 24)]
+    assert pack_spans(spans, 8) == [(0, 8), (8, 20), (20, 24)]
+    assert pack_spans(spans, 100) == [(0, 24)]
+
+
+def test_each_sentence_is_its_own_row_when_the_cap_allows() -> None:
+    text = " ".join(sentence(20) for _ in range(10)) + " The claim is here."
+    rows = windows(text, 64, max_windows=100)
+    assert len(rows) == 11
+    assert rows[-1][1:-1] == tuple(tokenise("The claim is here.")[0])  # scored alone
+    assert all(r[0] == 101 and r[-1] == 102 for r in rows)
+
+
+def test_tiny_fragments_join_a_neighbour() -> None:
+    text = " ".join(sentence(20) for _ in range(4)) + " Ok. " + sentence(6)
+    rows = windows(text, 64, max_windows=100)
+    assert len(rows) == 5 and len(rows[-1]) == 2 + 2 + 7  # "Ok." joins the last sentence
+
+
+def test_the_cap_counts_tokens_so_many_short_sentences_stay_alone() -> None:
+    text = " ".join(sentence(9) for _ in range(40))  # 400 tokens, 40 sentences of 10
+    rows = windows(text, 66, max_windows=7)  # body 64: 7 x 64 = 448 token slots
+    assert len(rows) == 40
+
+
+def test_under_a_tight_cap_sentences_pack_into_longer_rows_covering_everything() -> None:
+    text = sentence(59) + " " + " ".join(sentence(4) for _ in range(40))  # 60 + 40 x 5 tokens
+    ids, _ = tokenise(text)
+    rows = windows(text, 66, max_windows=6)  # 41 rows padded to 60 would cost 2460 > 384
+    assert len(rows) == 5  # the long sentence, then twelve short ones a row
+    assert sum(len(r) - 2 for r in rows) == len(ids)  # every token once, nothing skipped
+    assert all(len(r) <= 66 for r in rows)
+
+
+def test_over_the_cap_head_tail_and_evenly_spaced_rows_are_kept() -> None:
+    ids, offsets = tokenise(" ".join(sentence(9) for _ in range(100)))  # 1000 tokens
+    spans = sentence_spans(ids, offsets, ENDERS)
+    rows = plan_rows(len(ids), spans, body=20, max_windows=5)  # 50 rows of 20 at the least
+    assert rows == [(i * 20, i * 20 + 20) for i in (0, 12, 24, 37, 49)]  # head, tail, spread
+
+
+def test_a_sentence_longer_than_the_model_becomes_overlapping_windows() -> None:
+    text = sentence(99, end="")  # 99 tokens, no sentence end
+    rows = windows(text, 18, max_windows=100)  # body 16, stride 12
+    bodies = [r[1:-1] for r in rows]
+    assert all(len(b) == 16 for b in bodies)
+    assert window_starts(99, body=16, stride=12, max_windows=100)[-1] == 83  # the tail
+    assert len(rows) == len(window_starts(99, body=16, stride=12, max_windows=100))
+
+
+def test_window_starts_step_by_the_stride_and_end_on_the_tail() -> None:
+    assert window_starts(10, body=4, stride=3, max_windows=10) == [0, 3, 6]
+    assert window_starts(11, body=4, stride=3, max_windows=10) == [0, 3, 6, 7]
+    assert window_starts(4, body=4, stride=3, max_windows=10) == [0]
+
+
+def test_spread_keeps_first_last_and_even_steps() -> None:
+    assert spread(list(range(10)), 4) == [0, 3, 6, 9]
+    assert spread(list(range(10)), 1) == [0]
+    assert spread([1, 2], 5) == [1, 2]
+
+
+def test_a_cap_of_one_row_keeps_the_head() -> None:
+    text = " ".join(sentence(9) for _ in range(10))
+    [row] = windows(text, 22, max_windows=1)
+    assert row[1:-1] == tuple(tokenise(text)[0][:20])  # as many whole sentences as fit
+
+
+@pytest.mark.parametrize(("max_length", "max_windows"), [(2, 4), (8, 0)])
+def test_impossible_window_settings_are_refused(max_length: int, max_windows: int) -> None:
+    with pytest.raises(ValueError):
+        windows(sentence(30), max_length, max_windows)
+
+
+def test_encoded_counts_rows_and_padded_tokens_of_windows() -> None:
+    long = Encoded(windows(" ".join(sentence(7) for _ in range(5)), 10, max_windows=8))
+    short = Encoded(windows("a b", 10, max_windows=8))
+    assert short.rows == 1 and short.tokens == 4
+    assert long.rows == len(long.windows) == 5 and long.tokens == 10
+    assert padded_tokens([long, short]) == (long.rows + 1) * 10
+
+
+def test_fold_takes_the_most_fake_window_and_averages_sentiment() -> None:
+    folded = fold_windows([scores(0.1, 0.2), scores(0.9, 0.4), scores(0.3, 0.6)])
+    assert folded["misinformation"] == {"real": pytest.approx(0.1), "fake": 0.9}
+    assert folded["sentiment"]["negative"] == pytest.approx(0.4)
+    assert sum(folded["sentiment"].values()) == pytest.approx(1.0)
+
+
+def test_one_false_claim_among_many_harmless_windows_flags_the_post() -> None:
+    rows = [scores(0.02, 0.1)] * 40 + [scores(0.95, 0.1)]
+    assert fold_windows(rows)["misinformation"]["fake"] == 0.95
+
+
+def test_fold_of_one_window_is_that_window() -> None:
+    only = scores(0.3, 0.3)
+    assert fold_windows([only]) == only
+
+
+def test_fold_refuses_a_post_without_windows() -> None:
+    with pytest.raises(ValueError):
+        fold_windows([])
