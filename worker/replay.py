@@ -264,6 +264,8 @@ class BoundedConsumer:
     ) -> None:
         self._source = source
         self.state = state
+        # Every key present from the start: the progress bar's thread reads this dict.
+        state.next = {tp: state.position(tp) for tp in state.spans}
         self._path = state_path
         self._tally = tally
         self._rate = rate

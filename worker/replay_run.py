@@ -30,6 +30,7 @@ from models.base import Classifier
 from worker import metrics
 from worker.app import build_worker, install_signal_handlers, load_model, make_pipeline, make_policy
 from worker.config import ConfigError, Settings
+from worker.errors import StartupError
 from worker.health import HealthServer
 from worker.kafka_client import make_consumer
 from worker.pipeline import Pipeline
@@ -143,7 +144,11 @@ def _progress(state: ReplayState, enabled: bool | None) -> Callable[[], None]:
 
     stop = threading.Event()
     bar = tqdm(
-        total=state.total, initial=state.done, unit="rec", desc="replay", disable=not enabled
+        total=state.total,
+        initial=state.done,
+        unit="rec",
+        desc="replay",
+        disable=None if enabled is None else not enabled,  # None: only on a terminal
     )
 
     def update() -> None:
@@ -196,6 +201,16 @@ def summary(state: ReplayState, target: Settings, model: Classifier) -> dict[str
     }
 
 
+def _need_matplotlib() -> None:
+    """The report's PNG needs matplotlib: say so before hours of replay, not after."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise StartupError(
+            "--compare-with writes a PNG with matplotlib: pip install 'modstream[train]'"
+        ) from None
+
+
 def _serve_metrics(settings: Settings, stack: ExitStack, alive: Callable[[], bool]) -> None:
     if not settings.metrics_port:
         return
@@ -216,12 +231,13 @@ def run_replay(
     out: Callable[[str], None] = print,
 ) -> int:
     """The ``modstream replay`` command. Returns the process exit code."""
+    if opts.compare_with is not None:
+        _need_matplotlib()
     rid = opts.replay_id or new_replay_id()
     target = replay_settings(settings, opts, rid)
     run_dir = opts.state_dir / rid
     state_path = run_dir / "state.json"
     metrics.init_labels("replay")
-    started = time.monotonic()
     with ExitStack() as stack:
         model = model or load_model(target)
         if opts.compare_with is not None and candidate is None:
@@ -254,6 +270,7 @@ def run_replay(
             target.redis_key_prefix,
         )
         stop_progress = _progress(state, opts.progress)
+        started = time.monotonic()  # the replay's time: without start-up and model loading
         try:
             worker.run(input_ended=lambda: consumer.finished)
         except ModelBrokenError as exc:

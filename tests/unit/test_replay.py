@@ -389,3 +389,21 @@ def test_writing_over_live_verdicts_needs_the_flag() -> None:
         )
     live = replay_settings(settings, ReplayOptions(T0, None, overwrite_live=True), "r9")
     assert (live.output_topic, live.redis_key_prefix) == ("verdicts", "modstream:verdict:")
+
+
+# --- the command line ----------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--from", "yesterday"], "--from/--to: 'yesterday' is neither"),
+        (["--from", "2026-01-02T00:00:00Z", "--to", "2026-01-01T00:00:00Z"], "before --to"),
+        (["--from", "0", "--rate", "0"], "--rate must be positive"),
+    ],
+)
+def test_replay_refuses_a_bad_window_before_connecting(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from worker.cli import main
+
+    assert main(["replay", *args]) == 2
+    assert message in capsys.readouterr().err
