@@ -1,103 +1,300 @@
-"""End-to-end throughput of the worker on the local stack, against a baseline in the same run.
+"""Throughput and latency, side by side in one run, on the same posts (issue 7):
 
-Prints, for the model alone and for the whole worker (Kafka -> model -> Redis + Kafka ->
-commit), events per second with micro-batching and with batches of one (the baseline), and
-the ratio; plus the process's peak resident memory. Needs Kafka and Redis endpoints
-(``make bench`` starts the local stack).
+1. the shipped model, one post at a time;
+2. what a user writes first: two separate Hugging Face text-classification models (one
+   per task, fresh heads on the same MiniLM: speed only), batches of 32 padded to 128;
+3. the best model-only batched path: the shipped model, tokenised once, posts sorted by
+   length and cut into batches under the token budget (sizes 32 and 64, the faster wins);
+4. the worker end to end from a backlog (Kafka -> model -> Redis + Kafka -> commit);
+5. the worker open loop at half the rate of 4, with p50/p99 event-to-verdict latency;
+6. the peak resident memory of this process after 4 and 5 (model + worker + harness,
+   before the baseline models of 2 are loaded).
 
-    python benchmarks/throughput.py [--events 2000] [--batch 64]
+Posts: the tweets of ../shared/data/sentiment/val.jsonl when present, else synthetic ones.
+Writes JSON and Markdown under reports/bench/ and prints the table. Needs the local stack
+(``make bench`` starts it).
+
+    python benchmarks/throughput.py [--posts 2000] [--batch 64] [--out reports/bench]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
+import json
 import os
-import resource
-import threading
+import platform
 import time
-import uuid
-from contextlib import ExitStack
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
-from kafka.admin import KafkaAdminClient, NewTopic
+import torch
+from worker_phases import WorkerRun, from_backlog, open_loop  # benchmarks/ is on the path
 
 from models import DEFAULT_ARTIFACT_DIR
+from models.base import Encoded
 from models.runtime import load_predictor
-from worker.app import build_worker
-from worker.config import load_settings
-from worker.kafka_client import committed_total
-from worker.produce import produce, synthetic_events
+from worker.config import Settings
+from worker.produce import synthetic_events
+
+ROOT = Path(__file__).resolve().parent.parent
+TWEETS = ROOT.parent / "shared" / "data" / "sentiment" / "val.jsonl"
 
 
-def model_only(predictor, texts: list[str], batch: int) -> float:  # type: ignore[no-untyped-def]
-    predictor.predict(texts[:batch])  # warm-up
+def load_texts(n: int) -> tuple[list[str], str]:
+    if TWEETS.exists():
+        with TWEETS.open(encoding="utf-8") as fh:
+            texts = [str(json.loads(line)["text"]) for line in fh if line.strip()]
+        source = f"{len(texts[:n])} tweets from {TWEETS.relative_to(ROOT.parent)}"
+    else:
+        texts = [str(e["text"]) for e in itertools.islice(synthetic_events(3), n)]
+        source = f"{n} synthetic posts (no {TWEETS})"
+    return texts[:n], source
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "python": platform.python_version(),
+    }
+
+
+def timed(fn: Callable[[], object], posts: int) -> float:
     started = time.perf_counter()
-    for i in range(0, len(texts), batch):
-        predictor.predict(texts[i : i + batch])
-    return len(texts) / (time.perf_counter() - started)
+    fn()
+    return posts / (time.perf_counter() - started)
 
 
-def end_to_end(predictor, n: int, batch: int) -> float:  # type: ignore[no-untyped-def]
-    run = f"bench-{uuid.uuid4().hex[:8]}"
-    settings = load_settings(
-        kafka_bootstrap_servers=os.environ["MODSTREAM_KAFKA_BOOTSTRAP_SERVERS"],
-        redis_url=os.environ["MODSTREAM_REDIS_URL"],
-        input_topic=f"{run}.posts",
-        output_topic=f"{run}.verdicts",
-        dlq_topic=f"{run}.dlq",
-        group_id=run,
-        metrics_port=0,
-        batch_max_size=batch,
-        batch_max_wait_ms=20,
-        redis_key_prefix=f"modstream:bench:{run}:",
-        redis_ttl_seconds=600,
-    )
-    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
-    admin.create_topics(
-        [
-            NewTopic(t, 4, 1)
-            for t in (settings.input_topic, settings.output_topic, settings.dlq_topic)
-        ]
-    )
-    admin.close()
-    produce(settings, synthetic_events(), count=n)  # backlog first: measures the worker alone
-    with ExitStack() as stack:
-        worker = build_worker(settings, predictor, stack)
-        thread = threading.Thread(target=worker.run)
-        started = time.perf_counter()
-        thread.start()
-        while committed_total(settings) < n:
-            time.sleep(0.2)
-        elapsed = time.perf_counter() - started
-        worker.request_stop()
-        thread.join()
-    return n / elapsed
+def one_at_a_time(predictor: Any, texts: list[str]) -> float:
+    predictor.predict(texts[:1])  # warm-up
+    return timed(lambda: [predictor.predict([t]) for t in texts], len(texts))
+
+
+def length_bucketed(encoded: list[Encoded], size: int, budget: int) -> list[list[Encoded]]:
+    """Sorted by length, cut at ``size`` posts or when rows x longest would pass ``budget``."""
+    batches: list[list[Encoded]] = []
+    current: list[Encoded] = []
+    rows = 0
+    for item in sorted(encoded, key=lambda e: e.tokens):
+        if current and (len(current) >= size or (rows + item.rows) * item.tokens > budget):
+            batches.append(current)
+            current, rows = [], 0
+        current.append(item)
+        rows += item.rows
+    return batches + ([current] if current else [])
+
+
+def best_batched(predictor: Any, texts: list[str], size: int, budget: int) -> tuple[float, float]:
+    """Posts/s of the best model-only path, tokenisation included; and seconds per batch."""
+    predictor.predict(texts[:size])  # warm-up
+    batches_run = 0
+
+    def run() -> None:
+        nonlocal batches_run
+        batches = length_bucketed(predictor.prepare(texts), size, budget)
+        for batch in batches:
+            predictor.predict_encoded(batch)
+        batches_run = len(batches)
+
+    rate = timed(run, len(texts))
+    return rate, len(texts) / rate / max(1, batches_run)
+
+
+def two_hf_models(texts: list[str], batch: int = 32) -> float:
+    """Two AutoModelForSequenceClassification (3 and 2 labels) on the local MiniLM, fresh
+    heads, every batch padded to 128: the first thing a user writes."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    from models.encoder import encoder_dir
+
+    hf_logging.set_verbosity_error()  # "newly initialised heads" is expected: speed only
+    path = str(encoder_dir())
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    models = [
+        AutoModelForSequenceClassification.from_pretrained(
+            path, num_labels=n, local_files_only=True, use_safetensors=True
+        ).eval()
+        for n in (3, 2)
+    ]
+
+    def run() -> None:
+        with torch.inference_mode():
+            for i in range(0, len(texts), batch):
+                enc = tokenizer(
+                    texts[i : i + batch],
+                    padding="max_length",
+                    truncation=True,
+                    max_length=128,
+                    return_tensors="pt",
+                )
+                for model in models:
+                    model(**enc).logits.softmax(-1).tolist()
+
+    run_once = texts[:batch]
+    with torch.inference_mode():
+        for model in models:
+            model(
+                **tokenizer(
+                    run_once,
+                    padding="max_length",
+                    max_length=128,
+                    truncation=True,
+                    return_tensors="pt",
+                )
+            )
+    return timed(run, len(texts))
+
+
+def peak_rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--events", type=int, default=2000)
-    p.add_argument("--batch", type=int, default=64)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--posts", type=int, default=2000)
+    p.add_argument("--batch", type=int, default=Settings.model_fields["batch_max_size"].default)
+    p.add_argument("--out", type=Path, default=ROOT / "reports" / "bench")
     args = p.parse_args()
-    predictor = load_predictor(DEFAULT_ARTIFACT_DIR)
+    env = {k: os.environ[k] for k in ("MODSTREAM_KAFKA_BOOTSTRAP_SERVERS", "MODSTREAM_REDIS_URL")}
+    defaults = Settings.model_fields
+    budget = int(defaults["batch_token_budget"].default)
+    max_wait_ms = float(defaults["batch_max_wait_ms"].default)
+
+    texts, source = load_texts(args.posts)
+    predictor = load_predictor(DEFAULT_ARTIFACT_DIR, device="cpu")
+    info = machine()
+    print(f"{source}; {info['cpu']}, {info['cores']} cores, torch threads {info['torch_threads']}")
+    results: dict[str, Any] = {"machine": info, "posts": source, "batch_max_size": args.batch}
+
+    results["one_at_a_time"] = one_at_a_time(predictor, texts)
+    print(f"one post at a time             {results['one_at_a_time']:8.1f} posts/s")
+    best = {size: best_batched(predictor, texts, size, budget) for size in (32, args.batch)}
+    best_size = max(best, key=lambda s: best[s][0])
+    results["best_model_only"] = {"rate": best[best_size][0], "batch": best_size}
+    batch_s = best[args.batch][1]
+    results["batch_seconds"] = batch_s
+    print(f"best model-only (batches of {best_size}) {best[best_size][0]:8.1f} posts/s")
+
+    backlog = from_backlog(predictor, texts, env, args.batch)
+    results["worker_backlog"] = summary(backlog)
+    print(f"worker from a backlog          {backlog.rate:8.1f} posts/s  {stages(backlog)}")
+    half = open_loop(predictor, texts, env, args.batch, rate=backlog.rate / 2)
+    results["worker_half_capacity"] = {**summary(half), "offered_rate": backlog.rate / 2}
     print(
-        f"model {predictor.version} on {predictor.device} (autocast {predictor.amp_dtype}), "
-        f"torch threads {__import__('torch').get_num_threads()}"
+        f"worker at {backlog.rate / 2:.0f} posts/s (half)    p50 {half.quantile_ms(0.5):.0f} ms, "
+        f"p99 {half.quantile_ms(0.99):.0f} ms  {stages(half)}"
     )
-    texts = [str(e["text"]) for _, e in zip(range(512), synthetic_events(3), strict=False)]
-    base = model_only(predictor, texts[:128], 1)
-    fast = model_only(predictor, texts, args.batch)
-    print(
-        f"model only:  batch 1 {base:8.1f} posts/s | batch {args.batch} {fast:8.1f} posts/s "
-        f"| ratio {fast / base:.2f}x"
-    )
-    base_e2e = end_to_end(predictor, max(200, args.events // 5), 1)
-    e2e = end_to_end(predictor, args.events, args.batch)
-    print(
-        f"end to end:  batch 1 {base_e2e:8.1f} events/s | batch {args.batch} {e2e:8.1f} events/s "
-        f"| ratio {e2e / base_e2e:.2f}x"
-    )
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"peak resident memory of this process (model + worker): {peak_mib:.0f} MiB")
+    results["peak_rss_mib"] = peak_rss_mib()
+    results["two_hf_models_padded_128"] = two_hf_models(texts)
+    print(f"two HF models padded to 128    {results['two_hf_models_padded_128']:8.1f} posts/s")
+    results["targets"] = targets(results, max_wait_ms)
+    write(results, args.out)
+
+
+def summary(run: WorkerRun) -> dict[str, Any]:
+    return {
+        "rate": run.rate,
+        "seconds": run.seconds,
+        "p50_ms": run.quantile_ms(0.5),
+        "p99_ms": run.quantile_ms(0.99),
+        "stage_busy_share": run.stage_busy,
+        "mean_batch_size": run.mean_batch,
+        "mean_padding_share": run.mean_padding,
+    }
+
+
+def stages(run: WorkerRun) -> str:
+    busy = ", ".join(f"{s} {v:.0%}" for s, v in run.stage_busy.items())
+    return f"(busy: {busy}; mean batch {run.mean_batch:.1f}, padding {run.mean_padding:.0%})"
+
+
+def targets(r: dict[str, Any], max_wait_ms: float) -> list[dict[str, Any]]:
+    e2e = r["worker_backlog"]["rate"]
+    p99 = r["worker_half_capacity"]["p99_ms"] or float("inf")
+    bound = max_wait_ms + 2 * r["batch_seconds"] * 1000
+    rows = [
+        ("end to end >= 0.9x best model-only", e2e / r["best_model_only"]["rate"], 0.9, "x"),
+        ("end to end >= 4x one at a time", e2e / r["one_at_a_time"], 4.0, "x"),
+        (f"p99 at half capacity <= max wait + 2 batches ({bound:.0f} ms)", p99, bound, "ms"),
+        ("peak RSS <= 1024 MiB", r["peak_rss_mib"], 1024.0, "MiB"),
+    ]
+    return [
+        {
+            "target": name,
+            "measured": value,
+            "limit": limit,
+            "unit": unit,
+            "met": value <= limit if unit in ("ms", "MiB") else value >= limit,
+        }
+        for name, value, limit, unit in rows
+    ]
+
+
+def markdown(r: dict[str, Any]) -> str:
+    m = r["machine"]
+    base = r["one_at_a_time"]
+    half = r["worker_half_capacity"]
+    lines = [
+        f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} with "
+        f"{m['torch_threads']} threads, GPU: {m['gpu'] or 'none'}. Posts: {r['posts']}.",
+        "",
+        "| path | posts/s | vs one at a time |",
+        "| --- | --- | --- |",
+        f"| one post at a time | {base:.0f} | 1.0x |",
+        f"| two HF models, padded to 128, batches of 32 | {r['two_hf_models_padded_128']:.0f} "
+        f"| {r['two_hf_models_padded_128'] / base:.1f}x |",
+        f"| best model-only: length-bucketed batches of {r['best_model_only']['batch']} "
+        f"| {r['best_model_only']['rate']:.0f} | {r['best_model_only']['rate'] / base:.1f}x |",
+        f"| worker end to end, from a backlog | {r['worker_backlog']['rate']:.0f} "
+        f"| {r['worker_backlog']['rate'] / base:.1f}x |",
+        f"| worker at half capacity ({half['offered_rate']:.0f} posts/s offered): "
+        f"event-to-verdict p50 {half['p50_ms']:.0f} ms, p99 {half['p99_ms']:.0f} ms "
+        f"| {half['rate']:.0f} | |",
+        "",
+        f"Peak resident memory (model + worker + harness): {r['peak_rss_mib']:.0f} MiB.",
+        "",
+        "| target | measured | limit | met |",
+        "| --- | --- | --- | --- |",
+    ]
+    for t in r["targets"]:
+        lines.append(
+            f"| {t['target']} | {t['measured']:.2f} {t['unit']} | {t['limit']:.2f} "
+            f"| {'yes' if t['met'] else 'NO'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write(results: dict[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    text = markdown(results)
+    (out / f"throughput-{stamp}.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / f"throughput-{stamp}.md").write_text(text)
+    (out / "latest.md").write_text(text)
+    (out / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+    print()
+    print(text)
+    print(f"written to {out}/throughput-{stamp}.{{json,md}}")
 
 
 if __name__ == "__main__":
