@@ -163,9 +163,11 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax.set_xlabel(f"candidate ({report['candidate_model']})")
     ax.set_ylabel(f"live ({report['live_model']})")
     ax.set_title(f"actions, {_pct(report['flip_share'])} flipped")
+    darkest = max(max(row) for row in matrix) or 1
     for i, row in enumerate(matrix):
         for j, value in enumerate(row):
-            ax.text(j, i, str(value), ha="center", va="center")
+            color = "white" if value > darkest / 2 else "black"  # readable on dark cells
+            ax.text(j, i, str(value), ha="center", va="center", color=color)
     for ax, name in zip(axes[1:], ("fake", "negative"), strict=True):
         dist = report["scores"][name]
         edges = dist["bins"]

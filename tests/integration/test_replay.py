@@ -23,7 +23,7 @@ from worker.config import Settings
 from worker.kafka_client import make_producer
 
 # The real model loads and scores on the CPU: minutes when the machine is busy.
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(3600)]
 
 PARTITIONS = 2
 
@@ -148,7 +148,7 @@ def test_replay_of_a_window_is_exact_isolated_and_resumes_after_kill_9(
 
     first = start_replay(settings, [*args, "--rate", "40"], log)
     try:
-        wait_for(lambda: len(keys_under(client, prefix)) >= 40, 900, "the first replay verdicts")
+        wait_for(lambda: len(keys_under(client, prefix)) >= 20, 1500, "the first replay verdicts")
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=30)
     finally:
@@ -160,7 +160,7 @@ def test_replay_of_a_window_is_exact_isolated_and_resumes_after_kill_9(
 
     second = start_replay(settings, args, log)
     try:
-        out, _ = second.communicate(timeout=900)
+        out, _ = second.communicate(timeout=1500)
     finally:
         if second.poll() is None:
             second.kill()

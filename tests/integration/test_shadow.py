@@ -14,7 +14,7 @@ from models import DEFAULT_ARTIFACT_DIR
 from tests.integration.helpers import create_topics, events, settings_for
 from tests.integration.test_replay import PARTITIONS, produce_at, start_replay
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(3600)]
 
 
 def candidate_artifact(directory: Path) -> Path:
@@ -41,7 +41,7 @@ def test_shadow_run_writes_the_agreement_report(
     args = ["--from", str(start), "--replay-id", rid, "--state-dir", str(tmp_path / "state")]
     proc = start_replay(settings, [*args, "--compare-with", str(candidate)], tmp_path / "log")
     try:
-        out, _ = proc.communicate(timeout=1200)
+        out, _ = proc.communicate(timeout=3000)
     finally:
         if proc.poll() is None:
             proc.kill()
