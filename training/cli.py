@@ -83,6 +83,13 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         help="each epoch draws at most this many training examples from each source group "
         "(a fresh draw every epoch), so no single data set dominates a task",
     )
+    ft.add_argument(
+        "--stop-after",
+        type=int,
+        default=None,
+        help="end after this many epochs, keeping the learning-rate schedule of --epochs "
+        "(a CPU budget; the schedule's last stretch is skipped, not compressed)",
+    )
     ft.add_argument("--resume", action="store_true", help="continue from --checkpoint-dir")
     ft.add_argument(
         "--select",
@@ -169,6 +176,7 @@ def _finetune(
         encoder_lr=args.encoder_lr or (5e-4 if cfg.mode == "lora" else 5e-5),
         max_train_per_task=args.max_train_per_task,
         per_source_epoch=args.per_source_epoch,
+        stop_after=args.stop_after,
         checkpoint_dir=args.checkpoint_dir,
         resume=args.resume,
         select=args.select,

@@ -43,6 +43,7 @@ class FinetuneConfig:
     warmup: float = 0.06
     max_train_per_task: int | None = None
     per_source_epoch: int | None = None  # cap per source group and epoch (several sources only)
+    stop_after: int | None = None  # end after this many epochs of the --epochs LR schedule
     checkpoint_dir: Path | None = None
     resume: bool = False
     select: Literal["best", "last"] = "best"  # best mean validation metric, or final epoch
@@ -223,7 +224,8 @@ def finetune(
     amp = autocast_dtype(device) if device.type == "cuda" else None
     best_state: dict[str, torch.Tensor] | None = None
     prior_seconds = float(state.get("seconds", 0.0))  # training time of earlier runs (resume)
-    for epoch in range(state["epoch"], cfg.epochs):
+    last_epoch = min(cfg.epochs, ft.stop_after or cfg.epochs)
+    for epoch in range(state["epoch"], last_epoch):
         batches = bucketed_batches(train, cfg.batch_size, rng, ft.per_source_epoch)
         loss = _epoch(model, train, batches, losses, opt, sched, device, amp, epoch)
         logits = val_logits(model, val, device)

@@ -62,7 +62,10 @@ class PostEvent(BaseModel):
         if isinstance(value, bool):
             raise ValueError("created_at must be RFC 3339 or epoch milliseconds")
         if isinstance(value, int | float):
-            return datetime.fromtimestamp(value / 1000.0, tz=UTC)
+            try:
+                return datetime.fromtimestamp(value / 1000.0, tz=UTC)
+            except (OverflowError, OSError) as exc:  # pydantic reports only ValueError
+                raise ValueError("created_at is out of range") from exc
         if isinstance(value, str):
             try:
                 parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -124,6 +127,9 @@ class Verdict(BaseModel):
     source_topic: str
     source_partition: int
     source_offset: int
+    replay_id: str | None = Field(
+        None, description="The replay that wrote this verdict; None for the live worker."
+    )
 
 
 def decode(
@@ -150,6 +156,8 @@ def decode(
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
         return dead(DeadLetterReason.NOT_JSON, str(exc))
+    except RecursionError:
+        return dead(DeadLetterReason.NOT_JSON, "nested too deeply")
     if not isinstance(obj, dict):
         return dead(
             DeadLetterReason.NOT_OBJECT, f"expected a JSON object, got {type(obj).__name__}"
@@ -163,8 +171,16 @@ def decode(
         return dead(DeadLetterReason.INVALID, detail)
     if event.created_at is not None:
         event_time = event.created_at
-    elif source.timestamp_ms is not None and source.timestamp_ms >= 0:
-        event_time = datetime.fromtimestamp(source.timestamp_ms / 1000.0, tz=UTC)
     else:
-        event_time = datetime.now(UTC)
+        event_time = _record_time(source.timestamp_ms)
     return Post(event, source, event_time)
+
+
+def _record_time(timestamp_ms: int | None) -> datetime:
+    """The record's timestamp, or now when it is missing or out of range (producers set it)."""
+    if timestamp_ms is not None and timestamp_ms >= 0:
+        try:
+            return datetime.fromtimestamp(timestamp_ms / 1000.0, tz=UTC)
+        except (OverflowError, OSError, ValueError):
+            pass
+    return datetime.now(UTC)
