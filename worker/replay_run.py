@@ -107,7 +107,10 @@ def _state(source: Any, target: Settings, opts: ReplayOptions, rid: str, path: P
     """The saved state of replay ``rid`` (resume), or a new plan fixed now."""
     state = ReplayState.load(path)
     if state is None:
-        spans = plan_spans(source, target.input_topic, opts.from_ms, opts.to_ms)
+        try:
+            spans = plan_spans(source, target.input_topic, opts.from_ms, opts.to_ms)
+        except LookupError as exc:
+            raise StartupError(f"{exc} (MODSTREAM_INPUT_TOPIC or --topic)") from exc
         state = ReplayState(rid, target.input_topic, opts.from_ms, opts.to_ms, spans)
         state.save(path)
         return state
