@@ -53,7 +53,7 @@ def test_scores_order_obvious_cases(predictor: Predictor) -> None:
     assert bleach["misinformation"]["fake"] > ministry["misinformation"]["fake"]
 
 
-def test_texts_are_truncated_to_max_length(predictor: Predictor) -> None:
-    enc = predictor.tokenize(["word " * 5000, "short"])
-    assert enc["input_ids"].shape == (2, predictor.max_length)
-    assert int(enc["attention_mask"][1].sum()) < predictor.max_length  # padded, not truncated
+def test_long_texts_become_windows_of_max_length(predictor: Predictor) -> None:
+    long, short = predictor.prepare(["word " * 5000, "short"])
+    assert long.rows > 1 and long.tokens == predictor.max_length
+    assert short.rows == 1 and short.tokens < predictor.max_length  # not padded

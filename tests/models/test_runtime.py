@@ -1,0 +1,119 @@
+"""The serving path of a real model: prepare/predict_encoded, windows, backends."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models import DEFAULT_ARTIFACT_DIR
+from models.base import Encoded, padded_tokens
+from models.encoder import load_tokenizer
+from models.runtime import Predictor, load_predictor
+from tests.models.golden import INPUTS
+
+pytestmark = pytest.mark.model
+
+LONG = " ".join(f"Sentence number {i} talks about the weather and the garden." for i in range(200))
+
+
+@pytest.fixture(scope="module")
+def predictor() -> Predictor:
+    return load_predictor(DEFAULT_ARTIFACT_DIR, device="cpu", precision="fp32")
+
+
+def assert_close(
+    a: list[dict[str, dict[str, float]]], b: list[dict[str, dict[str, float]]], tol: float
+) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        for task in y:
+            for label, p in y[task].items():
+                assert x[task][label] == pytest.approx(p, abs=tol), (task, label)
+
+
+def test_prepare_gives_the_tokenizers_ids_for_texts_that_fit(predictor: Predictor) -> None:
+    tokenizer = load_tokenizer()
+    want = tokenizer(INPUTS, truncation=True, max_length=predictor.max_length)["input_ids"]
+    got = predictor.prepare(INPUTS)
+    assert [list(e.windows[0]) for e in got] == want
+    assert all(e.rows == 1 for e in got)
+
+
+def test_a_long_text_is_cut_into_rows_that_keep_every_token(predictor: Predictor) -> None:
+    tokenizer = load_tokenizer()
+    [enc] = predictor.prepare([LONG])
+    assert enc.rows > 1 and enc.tokens <= predictor.max_length
+    assert padded_tokens([enc]) <= predictor.max_windows * predictor.max_length
+    cls, *content, sep = tokenizer(LONG)["input_ids"]
+    assert all(w[0] == cls and w[-1] == sep for w in enc.windows)
+    assert [t for w in enc.windows for t in w[1:-1]] == content  # in order, none lost
+
+
+def test_the_window_cap_keeps_head_and_tail(predictor: Predictor) -> None:
+    capped = load_predictor(DEFAULT_ARTIFACT_DIR, device="cpu", precision="fp32", max_windows=3)
+    tokenizer = load_tokenizer()
+    text = LONG * 5  # about 12,000 tokens
+    [enc] = capped.prepare([text])
+    assert padded_tokens([enc]) <= 3 * capped.max_length
+    _, *content, _ = tokenizer(text)["input_ids"]
+    head, tail = enc.windows[0][1:-1], enc.windows[-1][1:-1]
+    assert list(head) == content[: len(head)] and list(tail) == content[-len(tail) :]
+
+
+def test_predict_is_prepare_then_predict_encoded(predictor: Predictor) -> None:
+    texts = [*INPUTS, LONG]
+    assert_close(predictor.predict(texts), predictor.predict_encoded(predictor.prepare(texts)), 0)
+    assert predictor.predict([]) == [] and predictor.predict_encoded([]) == []
+
+
+def test_a_batch_with_long_posts_scores_each_post_as_alone(predictor: Predictor) -> None:
+    texts = [INPUTS[0], LONG, INPUTS[3], LONG + " Drinking bleach cures COVID-19.", ""]
+    items = predictor.prepare(texts)
+    together = predictor.predict_encoded(items)
+    alone = [predictor.predict_encoded([item])[0] for item in items]
+    assert_close(together, alone, 1e-5)
+
+
+def test_a_post_is_scored_on_its_windows(predictor: Predictor) -> None:
+    [enc] = predictor.prepare([LONG])
+    windows = predictor.predict_encoded([Encoded((w,)) for w in enc.windows])
+    [post] = predictor.predict_encoded([enc])
+    fakest = max(w["misinformation"]["fake"] for w in windows)
+    assert post["misinformation"]["fake"] == pytest.approx(fakest, abs=1e-6)
+    mean_negative = sum(w["sentiment"]["negative"] for w in windows) / len(windows)
+    assert post["sentiment"]["negative"] == pytest.approx(mean_negative, abs=1e-6)
+
+
+def test_int8_backend_scores_close_to_fp32(predictor: Predictor) -> None:
+    int8 = load_predictor(DEFAULT_ARTIFACT_DIR, device="cpu", backend="torch-int8")
+    assert int8.amp_dtype is None  # autocast is for the torch backend only
+    got, want = int8.predict(INPUTS), predictor.predict(INPUTS)
+    diffs = []
+    for a, b in zip(got, want, strict=True):
+        for task, probs in b.items():
+            assert sum(a[task].values()) == pytest.approx(1.0, abs=1e-5)
+            diffs += [abs(a[task][label] - p) for label, p in probs.items()]
+    assert sum(diffs) / len(diffs) < 0.1  # quantisation error, not a different model
+    love, hate, _, bleach, ministry, *_ = got
+    assert love["sentiment"]["positive"] > hate["sentiment"]["positive"]
+    assert bleach["misinformation"]["fake"] > ministry["misinformation"]["fake"]
+
+
+def test_onnx_backend_matches_fp32(predictor: Predictor) -> None:
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    onnx = load_predictor(DEFAULT_ARTIFACT_DIR, device="cpu", backend="onnx")
+    texts = [*INPUTS, LONG]
+    assert_close(onnx.predict(texts), predictor.predict(texts), 1e-4)
+
+
+def test_cpu_only_backends_refuse_cuda() -> None:
+    with pytest.raises(RuntimeError, match="CPU-only"):
+        load_predictor(DEFAULT_ARTIFACT_DIR, device="cuda", backend="torch-int8")
+
+
+def test_bf16_autocast_scores_close_to_fp32(predictor: Predictor) -> None:
+    auto = load_predictor(DEFAULT_ARTIFACT_DIR, device="cpu", precision="auto")
+    if auto.amp_dtype is None:
+        pytest.skip("this CPU has no native bf16, so auto precision is fp32")
+    assert auto.amp_dtype == torch.bfloat16
+    assert_close(auto.predict(INPUTS), predictor.predict(INPUTS), 0.1)
