@@ -217,3 +217,52 @@ def _epoch_ms(iso: str) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(iso).timestamp() * 1000.0
+
+
+def worker_process_rss_mib(texts: list[str], env: dict[str, str], batch: int) -> float:
+    """Peak resident memory of a real ``modstream run`` process (its own model, nothing of
+    this harness) after it has worked through ``texts`` from a backlog."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    settings = bench_settings(env, batch)
+    _create_topics(settings)
+    produce(settings, _events(texts, settings.group_id))
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith("MODSTREAM_")}
+    child_env.update(
+        {
+            "MODSTREAM_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+            "MODSTREAM_REDIS_URL": settings.redis_url.get_secret_value(),
+            "MODSTREAM_INPUT_TOPIC": settings.input_topic,
+            "MODSTREAM_OUTPUT_TOPIC": settings.output_topic,
+            "MODSTREAM_DLQ_TOPIC": settings.dlq_topic,
+            "MODSTREAM_GROUP_ID": settings.group_id,
+            "MODSTREAM_REDIS_KEY_PREFIX": settings.redis_key_prefix,
+            "MODSTREAM_REDIS_TTL_SECONDS": "600",
+            "MODSTREAM_BATCH_MAX_SIZE": str(batch),
+            "MODSTREAM_METRICS_PORT": "0",
+            "MODSTREAM_DEVICE": "cpu",
+        }
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-m", "worker", "run"],
+        env=child_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait(lambda: committed_total(settings) >= len(texts), "the worker process", 1.0)
+        status = Path(f"/proc/{child.pid}/status").read_text()
+        peak_kib = next(int(x.split()[1]) for x in status.splitlines() if x.startswith("VmHWM:"))
+        child.send_signal(signal.SIGTERM)
+        try:
+            child.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            print("warning: the worker process did not exit within 120 s of SIGTERM")
+    finally:
+        if child.poll() is None:
+            child.kill()
+    return peak_kib / 1024
