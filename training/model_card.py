@@ -130,6 +130,8 @@ def limit_lines(tasks: Sequence[TaskData]) -> list[str]:
         "to the story or speaker as rated, not to the words alone, so some errors are "
         "unavoidable from text. Everyday posts that are angry, ironic, profane or carry a "
         "link are not misinformation: the false-alarm rows above measure exactly that. "
+        "Short political remarks are its weak spot: statements in the style of the political "
+        "claims it learned from lean fake (such everyday remarks go to review, not block). "
         "Sentiment test data is known to hold more negative posts than training data. "
         "Scores drift as language does: re-evaluate on fresh labelled samples.",
     ]

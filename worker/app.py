@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+from collections.abc import Callable
 from contextlib import ExitStack
 from types import FrameType
 
@@ -11,7 +12,7 @@ from models.base import Classifier
 from worker import metrics
 from worker.batcher import BatchLimits, MicroBatcher, Size
 from worker.config import Settings
-from worker.consumer import InputConsumer
+from worker.consumer import Consumer, InputConsumer
 from worker.errors import StartupError
 from worker.flow import Prepared
 from worker.health import HealthServer
@@ -20,6 +21,8 @@ from worker.loop import LoopConfig, Worker
 from worker.pipeline import Pipeline
 from worker.policy import Policy
 from worker.privacy import Pseudonymiser
+from worker.schema import DeadLetter, Verdict
+from worker.sinks import Sink
 from worker.sinks.kafka import DeadLetterSink, KafkaVerdictSink
 from worker.sinks.redis import RedisVerdictSink, connect_redis
 from worker.stages import ModelBrokenError
@@ -32,7 +35,13 @@ def load_model(settings: Settings) -> Classifier:
     from models.runtime import load_predictor
 
     try:
-        return load_predictor(settings.model_dir, settings.device)
+        return load_predictor(
+            settings.model_dir,
+            settings.device,
+            backend=settings.backend,
+            max_windows=settings.max_windows,
+            threads=settings.torch_threads,
+        )
     except (ArtifactError, RuntimeError) as exc:
         raise StartupError(f"model at MODSTREAM_MODEL_DIR={settings.model_dir}: {exc}") from exc
 
@@ -56,18 +65,40 @@ def loop_config(settings: Settings) -> LoopConfig:
     )
 
 
-def build_worker(settings: Settings, model: Classifier, stack: ExitStack) -> Worker:
-    """Connect to Redis and Kafka and assemble the loop; every resource joins ``stack``."""
-    client = connect_redis(settings)
-    try:
-        client.ping()
-    except Exception as exc:
-        raise StartupError(f"Redis at MODSTREAM_REDIS_URL does not answer: {exc}") from exc
+def make_pipeline(
+    settings: Settings, model: Classifier, *, replay_id: str | None = None
+) -> Pipeline:
+    return Pipeline(
+        model,
+        make_policy(settings, model),
+        Pseudonymiser(settings.pseudonym_key.get_secret_value().encode()),
+        store_text=settings.store_text,
+        replay_id=replay_id,
+    )
+
+
+def build_worker(
+    settings: Settings,
+    model: Classifier,
+    stack: ExitStack,
+    *,
+    consumer: Consumer | None = None,
+    pipeline: Pipeline | None = None,
+    extra_sinks: tuple[Sink[Verdict], ...] = (),
+    wrap_dead_letters: Callable[[Sink[DeadLetter]], Sink[DeadLetter]] = lambda s: s,
+) -> Worker:
+    """Connect to Redis and Kafka and assemble the loop; every resource joins ``stack``.
+    A replay passes its bounded ``consumer``, its ``pipeline`` and sinks of its own."""
+    client = connect_redis(settings)  # pings; a refusal names the setting, never the secret
     redis_sink = RedisVerdictSink(client, settings.redis_key_prefix, settings.redis_ttl_seconds)
     stack.callback(redis_sink.close)
+    live: InputConsumer | None = None
     try:
         producer = make_producer(settings)
-        consumer = InputConsumer(make_consumer(settings), settings.input_topic)
+        if consumer is None:
+            consumer = live = InputConsumer(make_consumer(settings), settings.input_topic)
+    except StartupError:
+        raise
     except Exception as exc:
         raise StartupError(
             f"Kafka at MODSTREAM_KAFKA_BOOTSTRAP_SERVERS={settings.kafka_bootstrap_servers} "
@@ -75,14 +106,10 @@ def build_worker(settings: Settings, model: Classifier, stack: ExitStack) -> Wor
         ) from exc
     # Bounded: a writer stuck on a dead broker must not hold the process at exit.
     stack.callback(producer.close, timeout=5)
-    stack.callback(consumer.close)  # closes first: leaves the group before the producer goes
+    if live is not None:
+        stack.callback(live.close)  # closes first: leaves the group before the producer goes
     timeout = settings.sink_timeout_seconds
-    pipeline = Pipeline(
-        model,
-        make_policy(settings, model),
-        Pseudonymiser(settings.pseudonym_key.get_secret_value().encode()),
-        store_text=settings.store_text,
-    )
+    pipeline = pipeline or make_pipeline(settings, model)
     limits = BatchLimits(
         settings.batch_max_size, settings.batch_max_wait_ms / 1000.0, settings.batch_token_budget
     )
@@ -93,8 +120,8 @@ def build_worker(settings: Settings, model: Classifier, stack: ExitStack) -> Wor
         consumer,
         batcher,
         pipeline,
-        [redis_sink, KafkaVerdictSink(producer, settings.output_topic, timeout)],
-        DeadLetterSink(producer, settings.dlq_topic, timeout),
+        [redis_sink, KafkaVerdictSink(producer, settings.output_topic, timeout), *extra_sinks],
+        wrap_dead_letters(DeadLetterSink(producer, settings.dlq_topic, timeout)),
         loop_config(settings),
     )
 

@@ -14,6 +14,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models import DEFAULT_ARTIFACT_DIR
+from models.devices import CPU_ONLY_BACKENDS, Backend, parse_device
 
 
 class ConfigError(ValueError):
@@ -78,8 +79,25 @@ class Settings(BaseSettings):
 
     # --- Batching and model ----------------------------------------------------------------
     model_dir: Path = Field(DEFAULT_ARTIFACT_DIR, description="Model artifact directory.")
-    device: Literal["auto", "cpu", "cuda"] = Field(
-        "auto", description="Where inference runs; auto picks CUDA when present."
+    device: str = Field(
+        "auto",
+        description="Where inference runs: auto, cpu, cuda or cuda:N; auto picks CUDA when "
+        "present (the CPU for a CPU-only backend).",
+    )
+    backend: Backend = Field(
+        "torch",
+        description="Inference backend: torch, torch-int8 (dynamic int8, CPU) or onnx "
+        "(ONNX Runtime, CPU; needs the onnx extra).",
+    )
+    max_windows: int = Field(
+        64,
+        ge=2,
+        le=1024,
+        description="Most tokens scored per long post, in model-length windows' worth; a "
+        "longer post keeps its head, tail and evenly spaced rows between.",
+    )
+    torch_threads: int = Field(
+        0, ge=0, le=1024, description="CPU threads for the model; 0 uses the container's CPU quota."
     )
     batch_max_size: int = Field(64, ge=1, le=4096, description="Most posts in one micro-batch.")
     batch_max_wait_ms: int = Field(
@@ -126,6 +144,12 @@ class Settings(BaseSettings):
             raise ValueError("expected a comma-separated list of host:port")
         return ",".join(servers)
 
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        parse_device(value)  # ValueError names what is accepted
+        return value.strip().lower()
+
     @field_validator("redis_url")
     @classmethod
     def _check_redis_url(cls, value: SecretStr) -> SecretStr:
@@ -138,6 +162,8 @@ class Settings(BaseSettings):
     def _check_sasl(self) -> Settings:
         if self.kafka_security_protocol.startswith("SASL") and self.kafka_sasl_mechanism is None:
             raise ValueError("kafka_sasl_mechanism is required with a SASL security protocol")
+        if self.backend in CPU_ONLY_BACKENDS and parse_device(self.device).kind == "cuda":
+            raise ValueError(f"backend {self.backend} runs on the CPU only, not {self.device}")
         if len({self.input_topic, self.output_topic, self.dlq_topic}) != 3:
             raise ValueError("input_topic, output_topic and dlq_topic must all differ")
         return self

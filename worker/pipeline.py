@@ -23,8 +23,10 @@ class Pipeline:
         *,
         store_text: bool = False,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        replay_id: str | None = None,
     ) -> None:
         self.model = model
+        self.replay_id = replay_id  # set on every verdict of a replay
         self.policy = policy
         self._pseudonymise = pseudonymise
         self._store_text = store_text
@@ -69,4 +71,5 @@ class Pipeline:
             source_topic=post.source.topic,
             source_partition=post.source.partition,
             source_offset=post.source.offset,
+            replay_id=self.replay_id,
         )

@@ -354,8 +354,9 @@ class WriterStage:
             metrics.PROCESSING_SECONDS.observe(max(0.0, now - ref.polled_at))
             if isinstance(result, Verdict):
                 metrics.VERDICTS.labels(result.action.value).inc()
-                latency = (now_wall - result.event_time).total_seconds()
-                metrics.END_TO_END_SECONDS.observe(max(0.0, latency))
+                if result.replay_id is None:  # a replayed post's event time is long past
+                    latency = (now_wall - result.event_time).total_seconds()
+                    metrics.END_TO_END_SECONDS.observe(max(0.0, latency))
             else:
                 metrics.DEAD_LETTERS.labels(result.reason.value).inc()
         if job.entries:

@@ -96,6 +96,10 @@ def test_thousand_events_one_verdict_each_and_bad_records_dead_lettered(
     assert client.ttl(keys[0]) > 0
     doc = json.loads(sample[b"json"])
     assert doc["action"] in {"allow", "review", "block"}
+    # Every verdict says why: the rules, scores and thresholds that decided its action.
+    assert doc["reasons"] and sample[b"reasons"].decode() == "; ".join(doc["reasons"])
+    rule = {"block": "fake_score=", "review": "_score=", "allow": "<review_fake="}[doc["action"]]
+    assert any(rule in reason for reason in doc["reasons"]), doc["reasons"]
     assert (
         doc["text"] is None
         and doc["author_pseudonym"]
@@ -105,6 +109,7 @@ def test_thousand_events_one_verdict_each_and_bad_records_dead_lettered(
     out = read_topic(settings, settings.output_topic, 1000)
     assert {r.key.decode() for r in out} == {e["post_id"] for e in good}
     assert all(json.loads(r.value)["post_id"] == r.key.decode() for r in out)
+    assert all(json.loads(r.value)["reasons"] for r in out)
 
     dlq = read_topic(settings, settings.dlq_topic, len(bad))
     assert sorted(r.value for r in dlq) == sorted(bad)

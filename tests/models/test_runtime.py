@@ -8,6 +8,7 @@ import torch
 from models import DEFAULT_ARTIFACT_DIR
 from models.base import Encoded, padded_tokens
 from models.encoder import load_tokenizer
+from models.preprocess import normalise
 from models.runtime import Predictor, load_predictor
 from tests.models.golden import INPUTS
 
@@ -33,7 +34,8 @@ def assert_close(
 
 def test_prepare_gives_the_tokenizers_ids_for_texts_that_fit(predictor: Predictor) -> None:
     tokenizer = load_tokenizer()
-    want = tokenizer(INPUTS, truncation=True, max_length=predictor.max_length)["input_ids"]
+    texts = [normalise(t) for t in INPUTS]  # prepare normalises first, as training did
+    want = tokenizer(texts, truncation=True, max_length=predictor.max_length)["input_ids"]
     got = predictor.prepare(INPUTS)
     assert [list(e.windows[0]) for e in got] == want
     assert all(e.rows == 1 for e in got)
