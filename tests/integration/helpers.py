@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +28,28 @@ def settings_for(services: Any, run_id: str, **overrides: Any) -> Settings:
         shutdown_grace_seconds=10,
         **overrides,
     )
+
+
+def child_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment of a ``python -m worker`` child for ``settings``' endpoints, topics and
+    group (nothing MODSTREAM_* inherited), small batches on the CPU, metrics off unless
+    ``extra`` sets them. ``extra`` keys are MODSTREAM_* names."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODSTREAM_")}
+    env.update(
+        {
+            "MODSTREAM_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+            "MODSTREAM_REDIS_URL": settings.redis_url.get_secret_value(),
+            "MODSTREAM_INPUT_TOPIC": settings.input_topic,
+            "MODSTREAM_OUTPUT_TOPIC": settings.output_topic,
+            "MODSTREAM_DLQ_TOPIC": settings.dlq_topic,
+            "MODSTREAM_GROUP_ID": settings.group_id,
+            "MODSTREAM_METRICS_PORT": "0",
+            "MODSTREAM_BATCH_MAX_SIZE": "16",
+            "MODSTREAM_DEVICE": "cpu",
+            **extra,
+        }
+    )
+    return env
 
 
 def create_topics(settings: Settings, partitions: int = 4) -> None:

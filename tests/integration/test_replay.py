@@ -4,7 +4,6 @@ no consumer group touched, killed with SIGKILL and resumed to an exact summary."
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -18,7 +17,14 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient
 from kafka.structs import OffsetAndMetadata
 
-from tests.integration.helpers import create_topics, events, read_topic, settings_for, wait_for
+from tests.integration.helpers import (
+    child_env,
+    create_topics,
+    events,
+    read_topic,
+    settings_for,
+    wait_for,
+)
 from worker.config import Settings
 from worker.kafka_client import make_producer
 
@@ -28,29 +34,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(3600)]
 PARTITIONS = 2
 
 
-def replay_env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODSTREAM_")}
-    env.update(
-        {
-            "MODSTREAM_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-            "MODSTREAM_REDIS_URL": settings.redis_url.get_secret_value(),
-            "MODSTREAM_INPUT_TOPIC": settings.input_topic,
-            "MODSTREAM_OUTPUT_TOPIC": settings.output_topic,
-            "MODSTREAM_DLQ_TOPIC": settings.dlq_topic,
-            "MODSTREAM_GROUP_ID": settings.group_id,
-            "MODSTREAM_METRICS_PORT": "0",
-            "MODSTREAM_BATCH_MAX_SIZE": "16",
-            "MODSTREAM_DEVICE": "cpu",
-        }
-    )
-    return env
-
-
 def start_replay(settings: Settings, args: list[str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as err:
         return subprocess.Popen(
             [sys.executable, "-m", "worker", "replay", "--no-progress", *args],
-            env=replay_env(settings),
+            env=child_env(settings),
             stdout=subprocess.PIPE,
             stderr=err,
         )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -15,6 +14,7 @@ import redis
 
 from tests.fakes import REQUIRED_METRICS
 from tests.integration.helpers import (
+    child_env,
     create_topics,
     events,
     settings_for,
@@ -35,20 +35,10 @@ def free_port() -> int:
 
 
 def start_worker(settings: Settings, metrics_port: int, log: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODSTREAM_")}
-    env.update(
-        {
-            "MODSTREAM_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-            "MODSTREAM_REDIS_URL": settings.redis_url.get_secret_value(),
-            "MODSTREAM_INPUT_TOPIC": settings.input_topic,
-            "MODSTREAM_OUTPUT_TOPIC": settings.output_topic,
-            "MODSTREAM_DLQ_TOPIC": settings.dlq_topic,
-            "MODSTREAM_GROUP_ID": settings.group_id,
-            "MODSTREAM_METRICS_PORT": str(metrics_port),
-            "MODSTREAM_METRICS_HOST": "127.0.0.1",
-            "MODSTREAM_BATCH_MAX_SIZE": "16",
-            "MODSTREAM_DEVICE": "cpu",
-        }
+    env = child_env(
+        settings,
+        MODSTREAM_METRICS_PORT=str(metrics_port),
+        MODSTREAM_METRICS_HOST="127.0.0.1",
     )
     with log.open("ab") as out:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(

@@ -10,7 +10,6 @@ does not hold the secret.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -25,7 +24,7 @@ import redis
 from kafka import KafkaConsumer
 from kafka.admin import KafkaAdminClient, NewTopic
 
-from tests.integration.helpers import events, to_bytes, verdict_keys, wait_for
+from tests.integration.helpers import child_env, events, to_bytes, verdict_keys, wait_for
 from worker import localstack
 from worker.config import Settings, load_settings
 from worker.kafka_client import make_producer, security_kwargs
@@ -70,24 +69,13 @@ def settings_for(stack: SecureStack, run_id: str, **overrides: Any) -> Settings:
 
 def worker_env(settings: Settings, **replace: str) -> dict[str, str]:
     """The environment of a ``modstream run`` child: the secure settings, nothing inherited."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODSTREAM_")}
-    env.update(
-        {
-            "MODSTREAM_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-            "MODSTREAM_KAFKA_SECURITY_PROTOCOL": settings.kafka_security_protocol,
-            "MODSTREAM_KAFKA_SASL_MECHANISM": str(settings.kafka_sasl_mechanism),
-            "MODSTREAM_KAFKA_SASL_USERNAME": str(settings.kafka_sasl_username),
-            "MODSTREAM_KAFKA_SASL_PASSWORD": secret(settings.kafka_sasl_password),
-            "MODSTREAM_KAFKA_SSL_CAFILE": str(settings.kafka_ssl_cafile),
-            "MODSTREAM_REDIS_URL": settings.redis_url.get_secret_value(),
-            "MODSTREAM_INPUT_TOPIC": settings.input_topic,
-            "MODSTREAM_OUTPUT_TOPIC": settings.output_topic,
-            "MODSTREAM_DLQ_TOPIC": settings.dlq_topic,
-            "MODSTREAM_GROUP_ID": settings.group_id,
-            "MODSTREAM_METRICS_PORT": "0",
-            "MODSTREAM_BATCH_MAX_SIZE": "16",
-            "MODSTREAM_DEVICE": "cpu",
-        }
+    env = child_env(
+        settings,
+        MODSTREAM_KAFKA_SECURITY_PROTOCOL=settings.kafka_security_protocol,
+        MODSTREAM_KAFKA_SASL_MECHANISM=str(settings.kafka_sasl_mechanism),
+        MODSTREAM_KAFKA_SASL_USERNAME=str(settings.kafka_sasl_username),
+        MODSTREAM_KAFKA_SASL_PASSWORD=secret(settings.kafka_sasl_password),
+        MODSTREAM_KAFKA_SSL_CAFILE=str(settings.kafka_ssl_cafile),
     )
     env.update(replace)
     return env
