@@ -141,10 +141,13 @@ def _running(settings: Settings, model: Classifier) -> Iterator[Worker]:
             thread.join(60)
 
 
-def from_backlog(model: Classifier, texts: list[str], env: dict[str, str], batch: int) -> WorkerRun:
+def from_backlog(
+    model: Classifier, texts: list[str], env: dict[str, str], batch: int, **overrides: Any
+) -> WorkerRun:
     """Every post is in Kafka before the worker starts: its best sustained rate. Timed from
-    the first commit (connections made, first batch done) to the last."""
-    settings = bench_settings(env, batch)
+    the first commit (connections made, first batch done) to the last. ``overrides`` are
+    settings (e.g. ``processing_guarantee``)."""
+    settings = bench_settings(env, batch, **overrides)
     _create_topics(settings)
     produce(settings, _events(texts, settings.group_id))
     with _running(settings, model) as worker:

@@ -26,6 +26,7 @@ from worker.sinks import Sink
 from worker.sinks.kafka import DeadLetterSink, KafkaVerdictSink
 from worker.sinks.redis import RedisVerdictSink, connect_redis
 from worker.stages import ModelBrokenError
+from worker.transactions import Transactions
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ def loop_config(settings: Settings) -> LoopConfig:
         max_pending=settings.max_pending_records,
         max_event_bytes=settings.max_event_bytes,
         shutdown_grace_s=settings.shutdown_grace_seconds,
+        commit_interval_s=settings.commit_interval_ms / 1000.0,
     )
 
 
@@ -93,8 +95,20 @@ def build_worker(
     redis_sink = RedisVerdictSink(client, settings.redis_key_prefix, settings.redis_ttl_seconds)
     stack.callback(redis_sink.close)
     live: InputConsumer | None = None
+    transactions: Transactions | None = None
+    # Exactly-once applies to the live group; a replay commits nothing to it.
+    exactly_once = settings.processing_guarantee == "exactly-once" and consumer is None
     try:
-        producer = make_producer(settings)
+        if exactly_once:
+            producer = make_producer(settings, transactional_id=settings.txn_id)
+            kafka_consumer = make_consumer(settings, isolation_level="read_committed")
+            consumer = live = InputConsumer(kafka_consumer, settings.input_topic)
+            transactions = Transactions(
+                producer, kafka_consumer.group_metadata, settings.sink_timeout_seconds
+            )
+            transactions.start()
+        else:
+            producer = make_producer(settings)
         if consumer is None:
             consumer = live = InputConsumer(make_consumer(settings), settings.input_topic)
     except StartupError:
@@ -123,6 +137,7 @@ def build_worker(
         [redis_sink, KafkaVerdictSink(producer, settings.output_topic, timeout), *extra_sinks],
         wrap_dead_letters(DeadLetterSink(producer, settings.dlq_topic, timeout)),
         loop_config(settings),
+        transactions=transactions,
     )
 
 

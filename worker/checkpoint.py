@@ -79,6 +79,16 @@ class OffsetTracker:
         """The offsets last committed, per partition still assigned."""
         return dict(self._committed)
 
+    def discard(self, partitions: Iterable[Partition]) -> None:
+        """Drop what was handed out and not committed (an aborted transaction): those
+        records will be read again from the committed offset."""
+        for tp in partitions:
+            self._pending.pop(tp, None)
+            if tp in self._committed:
+                self._next[tp] = self._committed[tp]
+            else:
+                self._next.pop(tp, None)
+
     def forget(self, partitions: Iterable[Partition]) -> None:
         """The partitions were revoked: whatever is still in flight will be redelivered."""
         for tp in partitions:
@@ -101,9 +111,9 @@ class Checkpoint:
     2. :meth:`commit` commits, per partition, the offset after the done prefix: a record
        still in flight is never skipped, whatever order batches finish in.
 
-    An exactly-once mode becomes a branch in this class: the writer sends through a
-    transactional producer, and step 2 becomes ``send_offsets_to_transaction`` +
-    ``commit_transaction`` (``abort_transaction`` on failure) instead of a consumer commit.
+    In exactly-once mode the loop commits through :class:`worker.transactions.Transactions`
+    at a barrier instead (``send_offsets_to_transaction`` + ``commit_transaction``), with
+    the same tracker.
     Called from the main thread only (the consumer is not thread-safe).
     """
 

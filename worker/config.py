@@ -7,6 +7,7 @@ environment.
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Literal
 
@@ -58,6 +59,24 @@ class Settings(BaseSettings):
     max_poll_records: int = Field(500, ge=1, description="Most records one poll returns.")
     max_pending_records: int = Field(
         5_000, ge=1, description="Records buffered before consumption pauses (backpressure)."
+    )
+    processing_guarantee: Literal["at-least-once", "exactly-once"] = Field(
+        "at-least-once",
+        description="at-least-once: offsets commit after every sink acknowledged (a crash can "
+        "repeat verdicts on the output topic). exactly-once: verdicts, dead letters and offsets "
+        "commit in one Kafka transaction (read_committed readers see each post once).",
+    )
+    commit_interval_ms: int = Field(
+        1000,
+        ge=10,
+        le=600_000,
+        description="exactly-once only: how often the open transaction commits (the latency "
+        "a read_committed reader sees).",
+    )
+    transactional_id: str | None = Field(
+        None,
+        description="exactly-once only: the producer's transactional id, stable across restarts "
+        "of one instance and unique among instances [default: GROUP_ID-HOSTNAME].",
     )
     sink_timeout_seconds: float = Field(
         30.0,
@@ -167,6 +186,11 @@ class Settings(BaseSettings):
         if len({self.input_topic, self.output_topic, self.dlq_topic}) != 3:
             raise ValueError("input_topic, output_topic and dlq_topic must all differ")
         return self
+
+    @property
+    def txn_id(self) -> str:
+        """The exactly-once producer's transactional id."""
+        return self.transactional_id or f"{self.group_id}-{socket.gethostname()}"
 
     @property
     def bootstrap_servers(self) -> list[str]:

@@ -12,6 +12,12 @@ thread: kafka-python's consumer is not thread-safe. Offsets advance only to the 
 record whose verdict or dead letter every sink has acknowledged (:class:`Checkpoint`).
 A signal only sets a flag: the loop stops polling, lets the stages drain within the grace
 time, commits what is safe, and returns, even if a sink hangs.
+
+In exactly-once mode (:mod:`worker.transactions`) the writes go into a Kafka transaction
+and the commit happens at a checkpoint barrier instead of after every step: fetching
+pauses, everything in flight reaches the sinks, and the offsets commit with the
+transaction. A failed send or commit, and any rebalance, aborts the transaction and
+rewinds to the committed offsets.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from kafka.errors import KafkaError
+
 from worker import metrics
 from worker.batcher import MicroBatcher
 from worker.checkpoint import Checkpoint, Partition
@@ -31,6 +39,7 @@ from worker.pipeline import Pipeline
 from worker.schema import DeadLetter, SourceRef, Verdict, decode
 from worker.sinks import Sink
 from worker.stages import ModelStage, StageRunner, TokenizeStage, WriterStage
+from worker.transactions import Transactions
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +60,12 @@ class LoopConfig:
     writer_queue: int = 2  # scored batches waiting for the writer
     model_failure_limit: int = 5  # posts failing alone in a row before the model is broken
     stop_join_s: float = 2.0  # after the grace time, how long to wait for stuck stages
+    commit_interval_s: float = 1.0  # exactly-once: how often the transaction commits
+
+
+class TransactionAbortError(RuntimeError):
+    """Exactly-once: the open transaction could not even be aborted (producer fenced or
+    broker gone): the worker stops; the broker aborts the transaction on its timeout."""
 
 
 class Worker:
@@ -66,6 +81,7 @@ class Worker:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         threaded: bool = True,
+        transactions: Transactions | None = None,
     ) -> None:
         self._consumer = consumer
         self._cfg = config
@@ -105,6 +121,7 @@ class Worker:
             self._generations,
             clock,
             config.retry_backoff_s,
+            transactions,
         )
         self.stages = StageRunner(
             self._board, [self._tokenizer, self._model, self._writer], threaded=threaded
@@ -116,6 +133,12 @@ class Worker:
         self.assigned: set[Partition] = set()
         self._rewind_to: dict[Partition, int] = {}
         self._rebalances: queue.SimpleQueue[tuple[str, set[Partition]]] = queue.SimpleQueue()
+        # Exactly-once only: the open transaction, whether a barrier is on, when the next
+        # one starts, and per partition the first offset handed out since the last commit.
+        self._txn = transactions
+        self._barrier = False
+        self._next_txn_at = clock() + config.commit_interval_s
+        self._txn_from: dict[Partition, int] = {}
 
     # --- lifecycle -------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -172,10 +195,14 @@ class Worker:
                 break
             self._wait_for_completions(min(0.1, left))
             self._settle()
-            self._checkpoint.commit()
+            if self._txn is None:
+                self._checkpoint.commit()
         self.stages.stop(self._cfg.stop_join_s if self._tracker.in_flight() else 0.5)
         self._settle()
-        self._checkpoint.commit()
+        if self._txn is None:
+            self._checkpoint.commit()
+        else:
+            self._end_transaction_at_exit()
         if self._tracker.in_flight():
             log.warning(
                 "grace time over: %d records left uncommitted for redelivery",
@@ -196,7 +223,10 @@ class Worker:
         if not self._threaded:
             self.stages.run_inline()
         self._settle()
-        self._checkpoint.commit()
+        if self._txn is None:
+            self._checkpoint.commit()
+        else:
+            self._transaction_step()
         self._backpressure()
         self._observe()
 
@@ -220,6 +250,8 @@ class Worker:
         for record in records:
             tp = record.tp
             self._tracker.track(tp, record.offset)
+            if self._txn is not None:
+                self._txn_from.setdefault(tp, record.offset)
             self._positions[tp] = record.offset + 1
             metrics.EVENTS_CONSUMED.labels(record.topic).inc()
             source = SourceRef(record.topic, record.partition, record.offset, record.timestamp_ms)
@@ -250,6 +282,8 @@ class Worker:
 
     def _backpressure(self) -> None:
         """Too much in flight pauses fetching instead of growing memory; resume below half."""
+        if self._barrier:  # the barrier holds fetching paused until its commit
+            return
         pending = self._tracker.in_flight()
         if pending >= self._cfg.max_pending and not self._consumer.paused:
             self._consumer.pause()
@@ -296,14 +330,21 @@ class Worker:
     def _revoke(self, revoked: set[Partition]) -> None:
         """Commit what is done for the revoked partitions and discard the rest: the next
         owner starts from the committed offset, so nothing is lost (at worst redone). Work
-        of theirs still in a stage is dropped there, and a late acknowledgement ignored."""
-        self._settle()
-        self._checkpoint.commit(only=revoked)
-        # Where to read again if a partition comes straight back to this member: its fetch
-        # position is past the records dropped here, and they must not be skipped.
-        self._rewind_to = {
-            tp: off for tp in revoked if (off := self._tracker.first_unfinished(tp)) is not None
-        }
+        of theirs still in a stage is dropped there, and a late acknowledgement ignored.
+        Exactly-once: the group has moved on, so the open transaction cannot commit: it is
+        aborted, and every partition restarts from its committed offset."""
+        if self._txn is None:
+            self._settle()
+            self._checkpoint.commit(only=revoked)
+            # Where to read again if a partition comes straight back to this member: its
+            # fetch position is past the records dropped here, and they must not be skipped.
+            self._rewind_to = {
+                tp: off for tp in revoked if (off := self._tracker.first_unfinished(tp)) is not None
+            }
+        else:
+            uncommitted = dict(self._txn_from)
+            self._abort_transaction("partitions revoked")
+            self._rewind_to = {tp: off for tp, off in uncommitted.items() if tp in revoked}
         left = self._tracker.in_flight()
         self._generations.bump(revoked)
         self._tracker.forget(revoked)
@@ -331,3 +372,81 @@ class Worker:
             self._consumer.resume()
             self._consumer.pause()
         log.info("partitions assigned: %s", sorted(assigned))
+
+    # --- exactly-once ----------------------------------------------------------------------
+    def _transaction_step(self) -> None:
+        """Start a barrier when the interval is up; commit once nothing is in flight."""
+        assert self._txn is not None
+        if self._txn.broken:
+            self._abort_transaction("a send in the transaction failed")
+        elif not self._barrier:
+            if self._txn_from and self._clock() >= self._next_txn_at:
+                self._set_barrier(True)
+        elif not self._tracker.in_flight():
+            self._commit_transaction()
+            self._set_barrier(False)
+
+    def _set_barrier(self, on: bool) -> None:
+        """On: stop fetching and let the batcher hand every post to the model at once."""
+        self._barrier = on
+        self._tokenizer.flushing = on
+        if on:
+            self._consumer.pause()
+        else:
+            self._next_txn_at = self._clock() + self._cfg.commit_interval_s
+            self._consumer.resume()  # backpressure pauses again if it must
+        metrics.PAUSED.set(int(self._consumer.paused))
+        self._board.notify()
+
+    def _commit_transaction(self) -> None:
+        """Commit the open transaction with the offsets after everything it holds."""
+        assert self._txn is not None
+        # Snapshot the membership before applying queued rebalances: a revocation is
+        # queued before the generation changes, so it is either applied here (and aborts)
+        # or the snapshot's stale generation makes the broker refuse the commit.
+        group = self._txn.group_metadata()
+        self._apply_rebalances()
+        if not self._txn_from:
+            return
+        offsets = self._tracker.committable()
+        started = time.perf_counter()
+        try:
+            self._txn.commit(offsets, group)
+        except KafkaError as exc:
+            metrics.ERRORS.labels("commit").inc()
+            self._abort_transaction(f"commit failed ({exc!r})")
+            return
+        finally:
+            metrics.STAGE_SECONDS.labels("commit").observe(time.perf_counter() - started)
+        self._tracker.mark_committed(offsets)
+        self._txn_from.clear()
+        metrics.COMMITS.inc()
+
+    def _abort_transaction(self, why: str) -> None:
+        """Drop the work since the last commit everywhere, abort, read it again."""
+        assert self._txn is not None
+        rewind = dict(self._txn_from)
+        log.warning("aborting the transaction: %s; %d partitions rewind", why, len(rewind))
+        self._generations.bump(set(rewind))  # the stages drop that work
+        self._tracker.discard(rewind)
+        self._board.notify()
+        try:
+            self._txn.abort()
+        except KafkaError as exc:
+            raise TransactionAbortError(f"aborting the transaction failed: {exc!r}") from exc
+        self._txn_from.clear()
+        self._consumer.rewind(rewind)
+        self._positions.update(rewind)
+        if self._barrier:
+            self._set_barrier(False)
+
+    def _end_transaction_at_exit(self) -> None:
+        """Shutdown: commit if everything handed out is written, else abort (redone)."""
+        assert self._txn is not None
+        try:
+            if not self._tracker.in_flight():
+                self._commit_transaction()
+            elif self._txn_from:
+                self._abort_transaction("stopping with records in flight")
+        except TransactionAbortError as exc:
+            log.error("%s: the broker aborts it when it times out", exc)

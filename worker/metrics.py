@@ -35,6 +35,12 @@ DEAD_LETTERS = Counter(
 )
 ERRORS = Counter("modstream_errors_total", "Errors by pipeline stage (retried).", ["stage"])
 COMMITS = Counter("modstream_offset_commits_total", "Successful offset commits.")
+TRANSACTIONS = Counter(
+    "modstream_transactions_total",
+    "Exactly-once mode: transactions ended, by result (committed with their offsets, or "
+    "aborted and redone from the committed offsets).",
+    ["result"],
+)
 
 BATCH_SIZE = Histogram(
     "modstream_batch_size",
@@ -127,4 +133,6 @@ def init_labels(mode: str = "live") -> None:
         STAGE_SECONDS.labels(stage)
     for stage in (*STAGES[:3], "batch"):
         STAGE_QUEUE.labels(stage)
+    for result in ("committed", "aborted"):
+        TRANSACTIONS.labels(result)
     MODEL_HEALTHY.set(1)

@@ -28,6 +28,7 @@ from worker.flow import Board, Channel, Completed, Generations, Item, Prepared, 
 from worker.pipeline import Pipeline
 from worker.schema import DeadLetter, DeadLetterReason, Verdict
 from worker.sinks import Acknowledgement, SendingSink, Sink, SinkError
+from worker.transactions import Transactions
 
 log = logging.getLogger(__name__)
 
@@ -261,8 +262,10 @@ class WriterStage:
         generations: Generations,
         clock: Callable[[], float] = time.monotonic,
         backoff_s: tuple[float, float] = (0.1, 5.0),
+        transactions: Transactions | None = None,
     ) -> None:
         self._verdict_sinks = list(verdict_sinks)
+        self._txn = transactions
         self._dead_letters = dead_letter_sink
         self._inbox = inbox
         self._outbox = outbox
@@ -286,7 +289,13 @@ class WriterStage:
         if job is None or self._clock() < job.retry_at:
             return False
         started = time.perf_counter()
-        ok = self._attempt(job)
+        if self._txn is None:
+            ok = self._attempt(job)
+        else:  # exactly-once: never send while the main thread commits or aborts
+            with self._txn.writing():
+                ok = self._attempt(job)
+                if not {"kafka", "dead_letter"} <= job.acked | self._empty_sinks(job):
+                    self._txn.send_failed()  # the transaction can only be aborted now
         metrics.STAGE_SECONDS.labels("sinks").observe(time.perf_counter() - started)
         if ok:
             self.job = None
@@ -322,6 +331,16 @@ class WriterStage:
         for sink, ack, started in sent:
             self._settle(job, sink, lambda _: ack.wait(), (), started)  # noqa: B023 - runs now
         return all(s.name in job.acked for s, _ in todo)
+
+    @staticmethod
+    def _empty_sinks(job: WriteJob) -> set[str]:
+        """The Kafka sinks that had nothing to write in ``job``."""
+        empty = set()
+        if not any(isinstance(r, Verdict) for _, r in job.entries):
+            empty.add("kafka")
+        if not any(isinstance(r, DeadLetter) for _, r in job.entries):
+            empty.add("dead_letter")
+        return empty
 
     def _settle(
         self,

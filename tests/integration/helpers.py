@@ -78,7 +78,13 @@ def verdict_keys(client: redis.Redis, run_id: str) -> list[bytes]:
     return list(client.scan_iter(match=f"modstream:verdict:{run_id}-*", count=1000))
 
 
-def read_topic(settings: Settings, topic: str, expected: int, timeout: float = 30.0) -> list[Any]:
+def read_topic(
+    settings: Settings,
+    topic: str,
+    expected: int,
+    timeout: float = 30.0,
+    isolation_level: str = "read_uncommitted",
+) -> list[Any]:
     """Every record of ``topic`` (stops once ``expected`` are read or the topic is quiet)."""
     consumer = KafkaConsumer(
         topic,
@@ -87,6 +93,7 @@ def read_topic(settings: Settings, topic: str, expected: int, timeout: float = 3
         enable_auto_commit=False,
         group_id=None,
         consumer_timeout_ms=3000,
+        isolation_level=isolation_level,
     )
     records: list[Any] = []
     deadline = time.monotonic() + timeout

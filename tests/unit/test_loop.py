@@ -18,6 +18,7 @@ from worker.policy import Policy
 from worker.privacy import Pseudonymiser
 from worker.schema import Action, DeadLetter, DeadLetterReason, Verdict
 from worker.stages import ModelBrokenError
+from worker.transactions import Transactions
 
 P0, P1 = Partition("posts", 0), Partition("posts", 1)
 
@@ -31,6 +32,9 @@ class Rig:
         redis: ListSink | None = None,
         model: FakeModel | None = None,
         store_text: bool = False,
+        kafka: SendingListSink | None = None,
+        dlq: SendingListSink | None = None,
+        transactions: Transactions | None = None,
         **config: object,
     ) -> None:
         self.clock = ManualClock()
@@ -38,8 +42,8 @@ class Rig:
         self.consumer = FakeConsumer()
         self.model = model or FakeModel()
         self.redis = redis or ListSink("redis")
-        self.kafka = SendingListSink("kafka")
-        self.dlq = SendingListSink("dead_letter")
+        self.kafka = kafka or SendingListSink("kafka")
+        self.dlq = dlq or SendingListSink("dead_letter")
         batcher: MicroBatcher[Prepared] = MicroBatcher(
             BatchLimits(max_size, wait, 10_000),
             lambda p: Size(p.encoded.rows, p.encoded.tokens),
@@ -55,6 +59,7 @@ class Rig:
             clock=self.clock,
             sleep=self._sleep,
             threaded=False,
+            transactions=transactions,
         )
         self.consumer.subscribe(self.worker._on_revoked, self.worker._on_assigned)
 

@@ -1,0 +1,237 @@
+"""Exactly-once mode with the loop inline: a fake transactional producer whose sinks only
+become visible (to a ``read_committed`` reader) when the transaction commits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from kafka.errors import KafkaError, ProducerFencedError
+
+from tests.fakes import SendingListSink, record
+from tests.unit.test_loop import P0, P1, Rig, post
+from worker.checkpoint import Partition
+from worker.loop import TransactionAbortError
+from worker.schema import DeadLetter, Verdict
+from worker.transactions import Transactions
+
+
+class FakeTxnProducer:
+    """Sends join the open transaction; commit makes them visible with the offsets."""
+
+    def __init__(self) -> None:
+        self.open = False
+        self.pending: list[object] = []
+        self.visible: list[object] = []
+        self.offsets: dict[Partition, int] = {}
+        self.calls: list[str] = []
+        self.fail_commit = 0
+        self.fail_abort = False
+        self.groups: list[Any] = []
+
+    def init_transactions(self) -> None:
+        self.calls.append("init")
+
+    def begin_transaction(self) -> None:
+        assert not self.open, "a transaction is already open"
+        self.open = True
+        self.calls.append("begin")
+
+    def send_offsets_to_transaction(self, offsets: Any, group_metadata: Any) -> None:
+        assert self.open
+        self.groups.append(group_metadata)
+        self._staged = {Partition(tp.topic, tp.partition): om.offset for tp, om in offsets.items()}
+
+    def commit_transaction(self) -> None:
+        assert self.open
+        self.calls.append("commit")
+        if self.fail_commit:
+            self.fail_commit -= 1
+            raise KafkaError("coordinator moved")
+        self.visible += self.pending
+        self.pending = []
+        self.offsets.update(getattr(self, "_staged", {}))
+        self._staged = {}
+        self.open = False
+
+    def abort_transaction(self) -> None:
+        self.calls.append("abort")
+        if self.fail_abort:
+            raise ProducerFencedError("another instance took over")
+        self.pending = []
+        self._staged = {}
+        self.open = False
+
+
+class TxnSink(SendingListSink):
+    """A Kafka sink whose acknowledged items wait in the producer's open transaction."""
+
+    def __init__(self, producer: FakeTxnProducer, name: str, failures: int = 0) -> None:
+        super().__init__(name, failures)
+        self.producer = producer
+
+    def write_batch(self, items: Sequence[object]) -> None:
+        assert self.producer.open, "a send outside a transaction"
+        super().write_batch(items)
+        self.producer.pending.extend(items)
+
+
+class EosRig(Rig):
+    def __init__(self, kafka_failures: int = 0, **kwargs: Any) -> None:
+        self.producer = FakeTxnProducer()
+        self.txn = Transactions(self.producer, lambda: "group-generation-1", timeout_s=5)
+        self.txn.start()
+        super().__init__(
+            kafka=TxnSink(self.producer, "kafka", kafka_failures),
+            dlq=TxnSink(self.producer, "dead_letter"),
+            transactions=self.txn,
+            commit_interval_s=1.0,
+            **kwargs,
+        )
+
+    def visible_ids(self) -> list[str]:
+        return sorted(v.post_id for v in self.producer.visible if isinstance(v, Verdict))
+
+
+def test_offsets_commit_with_the_transaction_at_the_barrier_never_through_the_consumer() -> None:
+    rig = EosRig(max_size=4)
+    rig.consumer.queue = [record(i, post(i)) for i in range(3)] + [record(3, b"{broken")]
+    rig.worker.step()
+    assert rig.producer.visible == []  # written, but the transaction is still open
+    assert len(rig.verdicts()) == 3  # Redis has them already (outside the transaction)
+    rig.clock.advance(1.0)
+    rig.worker.step()  # the interval is up: barrier on (fetching paused) ...
+    assert rig.consumer.paused
+    rig.worker.step()  # ... nothing in flight: commit, fetch again
+    assert rig.visible_ids() == ["p0", "p1", "p2"]
+    assert [d for d in rig.producer.visible if isinstance(d, DeadLetter)] != []
+    assert rig.producer.offsets == {P0: 4}
+    assert rig.producer.groups == ["group-generation-1"]
+    assert rig.consumer.commits == []  # never the consumer's own commit
+    assert not rig.consumer.paused
+    assert rig.producer.open  # the next transaction is open
+
+
+def test_the_barrier_waits_for_work_in_flight() -> None:
+    rig = EosRig(max_size=2, redis=None)
+    rig.redis.failures = 3  # Redis is down for a while: p0, p1 not acknowledged
+    rig.consumer.queue = [record(0, post(0)), record(1, post(1))]
+    rig.worker.step()
+    rig.clock.advance(1.0)
+    rig.worker.step()  # barrier: but p0, p1 are in flight
+    assert rig.producer.offsets == {}
+    rig.consumer.queue = [record(2, post(2))]
+    rig.worker.step()  # paused: nothing new is fetched during the barrier
+    assert rig.consumer.queue != []
+    for _ in range(20):
+        rig.clock.advance(1.0)
+        rig.worker.step()
+        if rig.producer.offsets:
+            break
+    assert rig.producer.offsets == {P0: 2}
+    assert rig.visible_ids() == ["p0", "p1"]
+
+
+def test_a_failed_send_aborts_and_the_records_are_read_again_and_seen_once() -> None:
+    rig = EosRig(max_size=4, kafka_failures=1)
+    records = [record(i, post(i)) for i in range(4)]
+    rig.consumer.queue = list(records)
+    rig.worker.step()  # the Kafka send fails: the transaction is poisoned
+    rig.worker.step()  # ... so the loop aborts and rewinds
+    assert "abort" in rig.producer.calls
+    assert rig.consumer.rewound[-1] == {P0: 0}
+    rig.consumer.queue = list(records)  # the consumer reads from the rewound position
+    for _ in range(4):
+        rig.clock.advance(1.0)
+        rig.worker.step()
+    assert rig.visible_ids() == ["p0", "p1", "p2", "p3"]  # once each, after the redo
+    assert rig.producer.offsets == {P0: 4}
+
+
+def test_a_failed_commit_aborts_and_rewinds_to_the_last_committed_offsets() -> None:
+    rig = EosRig(max_size=4)
+    rig.consumer.queue = [record(0, post(0)), record(0, post(10), partition=1)]
+    for _ in range(3):
+        rig.clock.advance(1.0)
+        rig.worker.step()
+    assert rig.producer.offsets == {P0: 1, P1: 1}
+    rig.producer.fail_commit = 1
+    rig.consumer.queue = [record(1, post(1)), record(2, post(2))]
+    for _ in range(3):
+        rig.clock.advance(1.0)
+        rig.worker.step()
+    assert rig.producer.calls[-2:] == ["abort", "begin"]
+    assert rig.consumer.rewound[-1] == {P0: 1}  # P1 had nothing new
+    assert rig.visible_ids() == ["p0", "p10"]  # the failed transaction's posts vanished
+    assert rig.producer.offsets == {P0: 1, P1: 1}
+
+
+def test_a_revocation_aborts_the_open_transaction_instead_of_committing() -> None:
+    rig = EosRig(max_size=4)
+    rig.consumer.queue = [record(0, post(0)), record(0, post(10), partition=1)]
+    rig.worker.step()
+    assert rig.consumer.on_revoked and rig.consumer.on_assigned
+    rig.consumer.on_revoked({P0, P1})  # an eager rebalance takes everything
+    rig.consumer.on_assigned({P0})
+    rig.clock.advance(1.0)
+    rig.worker.step()
+    assert "abort" in rig.producer.calls and "commit" not in rig.producer.calls
+    assert rig.producer.visible == [] and rig.producer.offsets == {}
+    assert rig.consumer.rewound[-1] == {P0: 0}  # P0 came back: read it again
+    rig.consumer.queue = [record(0, post(0))]
+    for _ in range(3):
+        rig.clock.advance(1.0)
+        rig.worker.step()
+    assert rig.visible_ids() == ["p0"] and rig.producer.offsets == {P0: 1}
+
+
+def test_an_abort_that_fails_stops_the_worker() -> None:
+    rig = EosRig(max_size=4, kafka_failures=1)
+    rig.producer.fail_abort = True
+    rig.consumer.queue = [record(0, post(0))]
+    with pytest.raises(TransactionAbortError, match="another instance"):
+        for _ in range(3):
+            rig.worker.step()
+
+
+def test_stop_commits_the_transaction_once_everything_is_written() -> None:
+    rig = EosRig(max_size=10)
+    rig.consumer.queue = [record(i, post(i)) for i in range(3)]
+    rig.worker.step()
+    rig.worker.request_stop()
+    rig.worker.run()
+    assert rig.visible_ids() == ["p0", "p1", "p2"]
+    assert rig.producer.offsets == {P0: 3}
+
+
+def test_stop_with_a_sink_down_aborts_instead_of_committing_part() -> None:
+    rig = EosRig(max_size=10, shutdown_grace_s=0.5)
+    rig.redis.failures = 10_000
+    rig.consumer.queue = [record(i, post(i)) for i in range(3)]
+    rig.worker.step()
+    rig.worker.request_stop()
+    rig.worker.run()
+    assert rig.producer.calls[-2:] == ["abort", "begin"]
+    assert rig.producer.visible == [] and rig.producer.offsets == {}
+
+
+def test_a_transactional_call_that_hangs_fails_after_the_timeout() -> None:
+    import threading
+
+    from kafka.errors import KafkaTimeoutError
+
+    release = threading.Event()
+
+    class Hanging(FakeTxnProducer):
+        def commit_transaction(self) -> None:
+            release.wait(10)
+
+    producer = Hanging()
+    txn = Transactions(producer, lambda: "g", timeout_s=0.2)
+    txn.start()
+    try:
+        with pytest.raises(KafkaTimeoutError, match="commit_transaction"):
+            txn.commit({P0: 1}, "g")
+    finally:
+        release.set()

@@ -1,0 +1,137 @@
+"""Exactly-once mode: the verdicts, the dead letters and the offset commit in one transaction.
+
+``MODSTREAM_PROCESSING_GUARANTEE=exactly-once`` gives the worker a transactional producer.
+Every send of the writer stage goes into the open transaction, and the main thread ends it
+at a *checkpoint barrier* (:meth:`worker.loop.Worker`): it pauses fetching, lets every
+record in flight reach the sinks, then commits the consumed offsets with the transaction
+(``send_offsets_to_transaction`` with the consumer's group metadata, so the broker fences a
+member that lost its partitions: KIP-447) and opens the next one. At that moment the
+records written in the transaction are exactly the records between the last committed
+offsets and the new ones, which is what "exactly once" needs; a barrier is why the mode
+costs some throughput (the pipeline empties once per ``MODSTREAM_COMMIT_INTERVAL_MS``).
+
+A failed send, a failed commit or a rebalance aborts the transaction: the writes since the
+last commit vanish for ``read_committed`` readers and the loop rewinds to the committed
+offsets. Redis is outside the transaction; it stays correct because a verdict is
+overwritten per ``post_id``.
+
+The writer holds :meth:`writing` while it sends and waits for acknowledgements, and the
+main thread takes the same lock to commit or abort, so no send of a dropped batch can land
+in the next transaction. kafka-python's transactional calls wait without a bound when the
+broker is gone; each runs here on a helper thread with a deadline instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, Protocol, TypeVar
+
+from kafka import TopicPartition
+from kafka.errors import KafkaError, KafkaTimeoutError
+from kafka.structs import OffsetAndMetadata
+
+from worker import metrics
+from worker.checkpoint import Partition
+
+log = logging.getLogger(__name__)
+
+R = TypeVar("R")
+
+
+class TransactionalProducer(Protocol):
+    """The part of kafka-python's ``KafkaProducer`` a transaction uses."""
+
+    def init_transactions(self) -> None: ...
+    def begin_transaction(self) -> None: ...
+    def send_offsets_to_transaction(self, offsets: Any, group_metadata: Any) -> None: ...
+    def commit_transaction(self) -> None: ...
+    def abort_transaction(self) -> None: ...
+
+
+class Transactions:
+    """The open transaction of one worker. Not re-entrant; see the module docstring."""
+
+    def __init__(
+        self,
+        producer: TransactionalProducer,
+        group_metadata: Callable[[], Any],
+        timeout_s: float,
+    ) -> None:
+        self._producer = producer
+        self._group_metadata = group_metadata
+        self._timeout = timeout_s
+        self._lock = threading.Lock()
+        self.broken = False  # a send failed: the open transaction can only be aborted
+
+    def start(self) -> None:
+        """Fence earlier instances with the same transactional id (their open transaction
+        is aborted) and open the first transaction."""
+        self._bounded(self._producer.init_transactions, "init_transactions")
+        self._bounded(self._producer.begin_transaction, "begin_transaction")
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Held by the writer stage around one write attempt."""
+        with self._lock:
+            yield
+
+    def send_failed(self) -> None:
+        """The writer saw a Kafka send fail inside the transaction."""
+        self.broken = True
+
+    def group_metadata(self) -> Any:
+        """Snapshot it *before* applying queued rebalances (see :meth:`Worker._eos_commit`)."""
+        return self._group_metadata()
+
+    def commit(self, offsets: dict[Partition, int], group_metadata: Any) -> None:
+        """Commit the open transaction with ``offsets`` (next offset to read per partition)
+        and open the next one. Raises :class:`KafkaError` on failure: abort then."""
+        if self.broken:
+            raise KafkaError("a send in this transaction failed")
+        to_commit = {
+            TopicPartition(tp.topic, tp.partition): OffsetAndMetadata(off, "", -1)
+            for tp, off in offsets.items()
+        }
+        with self._lock:
+            if to_commit:
+                self._bounded(
+                    lambda: self._producer.send_offsets_to_transaction(to_commit, group_metadata),
+                    "send_offsets_to_transaction",
+                )
+            self._bounded(self._producer.commit_transaction, "commit_transaction")
+            metrics.TRANSACTIONS.labels("committed").inc()
+            self._bounded(self._producer.begin_transaction, "begin_transaction")
+
+    def abort(self) -> None:
+        """Abort the open transaction and open the next one. Raises :class:`KafkaError`
+        when even that fails (the producer is fenced or the broker is gone): the worker
+        must stop, and the broker aborts the transaction when it times out."""
+        with self._lock:
+            self._bounded(self._producer.abort_transaction, "abort_transaction")
+            metrics.TRANSACTIONS.labels("aborted").inc()
+            self.broken = False
+            self._bounded(self._producer.begin_transaction, "begin_transaction")
+
+    def _bounded(self, call: Callable[[], R], what: str) -> R:
+        """Run ``call`` on a helper thread; :class:`KafkaTimeoutError` after the timeout
+        (the thread is left to finish on its own: it is a daemon)."""
+        result: list[R] = []
+        error: list[BaseException] = []
+
+        def target() -> None:
+            try:
+                result.append(call())
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                error.append(exc)
+
+        thread = threading.Thread(target=target, name=f"txn-{what}", daemon=True)
+        thread.start()
+        thread.join(self._timeout)
+        if thread.is_alive():
+            raise KafkaTimeoutError(f"{what} did not finish within {self._timeout:.0f}s")
+        if error:
+            raise error[0]
+        return result[0]
