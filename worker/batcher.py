@@ -20,6 +20,9 @@ from typing import Generic, NamedTuple, TypeVar
 
 T = TypeVar("T")
 
+# How many batches' worth of the oldest waiting items a batch is chosen from.
+LOOKAHEAD = 16
+
 
 @dataclass(frozen=True, slots=True)
 class BatchLimits:
@@ -111,11 +114,11 @@ class MicroBatcher(Generic[T]):
         if oldest is None:
             return []
         anchor = oldest.size.tokens
-        # Closest in length to the oldest item first; among equals, the older first.
-        candidates = sorted(
-            (e for e in self._entries.values() if e.seq != oldest.seq),
-            key=lambda e: (abs(e.size.tokens - anchor), e.seq),
-        )
+        # Closest in length to the oldest item first; among equals, the older first. Only
+        # the oldest LOOKAHEAD batches' worth are looked at: sorting a deep backlog would
+        # cost more than the padding it saves.
+        window = itertools.islice(self._entries.values(), 1, LOOKAHEAD * self._limits.max_size)
+        candidates = sorted(window, key=lambda e: (abs(e.size.tokens - anchor), e.seq))
         chosen = [oldest]
         rows, longest = oldest.size.rows, oldest.size.tokens
         for entry in candidates:

@@ -128,3 +128,13 @@ def test_limits_are_validated() -> None:
         BatchLimits(1, -1, 10)
     with pytest.raises(ValueError):
         BatchLimits(1, 0.1, 0)
+
+
+def test_a_batch_is_chosen_among_the_oldest_lookahead_batches_worth_only() -> None:
+    from worker.batcher import LOOKAHEAD
+
+    b, _ = make(max_size=2, budget=10**6)
+    window = 2 * LOOKAHEAD
+    b.extend([10] + [100] * (window - 1) + [10])  # the matching 10 arrives past the window
+    assert b.take() == [10, 100]
+    assert len(b) == window - 1
