@@ -10,6 +10,22 @@ only as far as needed to stay within the cap; a sentence longer than the model's
 is cut into overlapping token windows. A post that still needs more rows keeps its head,
 its tail and evenly spaced rows between. Pure logic on token ids and probabilities: no
 tokenizer, no torch.
+
+A post's P(fake) is its most-fake row, so every row is another chance of a false alarm:
+the thresholds were chosen for posts scored as one row, and a sentence cut out of its
+context reads like a headline. So the most-fake row's P(real) is multiplied by the number
+of rows (Bonferroni's correction: a post of k rows must be k times as sure), capped at 1.
+A one-row post is unchanged. Measured on the validation split with the shipped model,
+posts made by joining 5 or 15 everyday tweets, then the same with one COVID false claim
+among them (the claims alone: 93.0% labelled fake, 74.0% blocked):
+
+| fold | 5 tweets: fake | 15 tweets | claim in 5: fake / blocked | claim in 15 |
+| --- | --- | --- | --- | --- |
+| most-fake row | 21.5% | 60.0% | 83.0% / 64.0% | 96.0% / 74.5% |
+| corrected | 0.5% | 0.0% | 75.5% / 49.5% | 69.5% / 39.5% |
+
+(Rows packed up to the model's length without the correction: 0.0% and 0.5% false alarms,
+but a claim among longer true news sentences is diluted below 0.5 by mean-pooling.)
 """
 
 from __future__ import annotations
@@ -136,9 +152,11 @@ def split_windows(
 def fold_windows(windows: Sequence[Scores], by_max: Mapping[str, str] = FOLD_BY_MAX) -> Scores:
     """One post's result from its windows' scores.
 
-    A task in ``by_max`` takes the whole distribution of the window where its named label is
-    most probable (misinformation: the window with the highest P(fake), so one false claim
-    anywhere flags the post); every other task averages its windows (sentiment).
+    A task in ``by_max`` takes the distribution of the window where its named label is most
+    probable (misinformation: the window with the highest P(fake), so one false claim
+    anywhere can flag the post), with the rest of the probability multiplied by the number
+    of windows (see the module docstring); every other task averages its windows
+    (sentiment).
     """
     if not windows:
         raise ValueError("a post has at least one window")
@@ -148,10 +166,21 @@ def fold_windows(windows: Sequence[Scores], by_max: Mapping[str, str] = FOLD_BY_
     for task in windows[0]:
         if task in by_max:
             label = by_max[task]
-            out[task] = dict(max((w[task] for w in windows), key=lambda d: d[label]))
+            most = max((w[task] for w in windows), key=lambda d: d[label])
+            out[task] = corrected(most, label, len(windows))
         else:
             out[task] = {
                 label: sum(w[task][label] for w in windows) / len(windows)
                 for label in windows[0][task]
             }
+    return out
+
+
+def corrected(dist: Mapping[str, float], label: str, k: int) -> dict[str, float]:
+    """``dist`` with the probability of every label but ``label`` multiplied by ``k``
+    (capped at 1 in all), ``label`` keeping what is left."""
+    rest = 1.0 - dist[label]
+    scaled = min(1.0, k * rest)
+    out = {name: p * scaled / rest if rest > 0 else 0.0 for name, p in dist.items()}
+    out[label] = 1.0 - scaled
     return out

@@ -62,3 +62,17 @@ def test_long_posts_cost_what_their_tokens_cost(predictor: Predictor) -> None:
     [enc] = predictor.prepare([harmless(60_000)])  # near the 64 KiB record limit
     assert enc.rows * enc.tokens <= predictor.max_windows * predictor.max_length
     assert enc.tokens <= predictor.max_length
+
+
+def test_long_everyday_posts_are_not_labelled_fake_for_having_many_sentences(
+    predictor: Predictor,
+) -> None:
+    """Each row is another chance of a false alarm; the fold corrects for the count."""
+    from tests.models.everyday_posts import EVERYDAY_POSTS
+
+    texts = [text for kind in EVERYDAY_POSTS.values() for text in kind]
+    long_posts = [" ".join(texts[i : i + 15]) for i in range(0, len(texts), 15)]
+    long_posts += [" ".join(texts[i : i + 30]) for i in range(0, len(texts), 30)]
+    assert all(predictor.prepare([p])[0].rows > 1 for p in long_posts)
+    flagged = [p[:80] for p, s in zip(long_posts, predictor.predict(long_posts)) if is_fake(s)]
+    assert flagged == []

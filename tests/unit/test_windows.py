@@ -8,6 +8,7 @@ import pytest
 
 from models.base import Encoded, padded_tokens
 from models.windows import (
+    corrected,
     fold_windows,
     pack_spans,
     plan_rows,
@@ -149,16 +150,29 @@ def test_encoded_counts_rows_and_padded_tokens_of_windows() -> None:
     assert padded_tokens([long, short]) == (long.rows + 1) * 10
 
 
-def test_fold_takes_the_most_fake_window_and_averages_sentiment() -> None:
-    folded = fold_windows([scores(0.1, 0.2), scores(0.9, 0.4), scores(0.3, 0.6)])
-    assert folded["misinformation"] == {"real": pytest.approx(0.1), "fake": 0.9}
+def test_fold_takes_the_most_fake_window_corrected_for_the_count_and_averages_sentiment() -> None:
+    folded = fold_windows([scores(0.1, 0.2), scores(0.96, 0.4), scores(0.3, 0.6)])
+    # P(real) of the most-fake window times 3 windows
+    assert folded["misinformation"] == {"real": pytest.approx(0.12), "fake": pytest.approx(0.88)}
     assert folded["sentiment"]["negative"] == pytest.approx(0.4)
     assert sum(folded["sentiment"].values()) == pytest.approx(1.0)
 
 
-def test_one_false_claim_among_many_harmless_windows_flags_the_post() -> None:
-    rows = [scores(0.02, 0.1)] * 40 + [scores(0.95, 0.1)]
-    assert fold_windows(rows)["misinformation"]["fake"] == 0.95
+def test_a_sure_false_claim_among_many_harmless_windows_still_flags_the_post() -> None:
+    rows = [scores(0.02, 0.1)] * 40 + [scores(0.999, 0.1)]
+    assert fold_windows(rows)["misinformation"]["fake"] == pytest.approx(0.959)
+
+
+def test_many_windows_each_a_little_fake_do_not_add_up_to_a_fake_post() -> None:
+    rows = [scores(0.9, 0.1)] * 20  # each window alone would be labelled fake
+    assert fold_windows(rows)["misinformation"] == {"real": 1.0, "fake": 0.0}
+
+
+def test_the_correction_keeps_a_distribution() -> None:
+    dist = {"a": 0.7, "b": 0.2, "c": 0.1}
+    out = corrected(dist, "a", 2)
+    assert out == {"a": pytest.approx(0.4), "b": pytest.approx(0.4), "c": pytest.approx(0.2)}
+    assert corrected({"a": 1.0, "b": 0.0}, "a", 5) == {"a": 1.0, "b": 0.0}
 
 
 def test_fold_of_one_window_is_that_window() -> None:
