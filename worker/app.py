@@ -7,13 +7,16 @@ import signal
 from collections.abc import Callable
 from contextlib import ExitStack
 from types import FrameType
+from typing import TypeVar
+
+from kafka.errors import KafkaError, KafkaTimeoutError
 
 from models.base import Classifier
 from worker import metrics
 from worker.batcher import BatchLimits, MicroBatcher, Size
 from worker.config import Settings
 from worker.consumer import Consumer, InputConsumer
-from worker.errors import StartupError
+from worker.errors import StartupError, UnavailableError
 from worker.flow import Prepared
 from worker.health import HealthServer
 from worker.kafka_client import make_consumer, make_producer
@@ -21,11 +24,13 @@ from worker.loop import LoopConfig, Worker
 from worker.pipeline import Pipeline
 from worker.policy import Policy
 from worker.privacy import Pseudonymiser
+from worker.probes import Probes
 from worker.schema import DeadLetter, Verdict
 from worker.sinks import Sink
 from worker.sinks.kafka import DeadLetterSink, KafkaVerdictSink
 from worker.sinks.redis import RedisVerdictSink, connect_redis
 from worker.stages import ModelBrokenError
+from worker.startup import StartupInterruptedError, StartupWait
 from worker.transactions import Transactions
 
 log = logging.getLogger(__name__)
@@ -88,40 +93,43 @@ def build_worker(
     pipeline: Pipeline | None = None,
     extra_sinks: tuple[Sink[Verdict], ...] = (),
     wrap_dead_letters: Callable[[Sink[DeadLetter]], Sink[DeadLetter]] = lambda s: s,
+    wait: StartupWait | None = None,
 ) -> Worker:
     """Connect to Redis and Kafka and assemble the loop; every resource joins ``stack``.
-    A replay passes its bounded ``consumer``, its ``pipeline`` and sinks of its own."""
-    client = connect_redis(settings)  # pings; a refusal names the setting, never the secret
+    A replay passes its bounded ``consumer``, its ``pipeline`` and sinks of its own.
+    ``wait``: wait for a dependency that does not answer yet (``modstream run``); without
+    it, one that does not answer is a :class:`StartupError` at once."""
+
+    def up(connect: Callable[[], _T], sinks: tuple[str, ...]) -> _T:
+        return connect() if wait is None else wait.until_up(connect, sinks)
+
+    # Pings; a refusal names the setting, never the secret.
+    client = up(lambda: connect_redis(settings), ("redis",))
     redis_sink = RedisVerdictSink(client, settings.redis_key_prefix, settings.redis_ttl_seconds)
     stack.callback(redis_sink.close)
-    live: InputConsumer | None = None
-    transactions: Transactions | None = None
+    kafka_sinks = ("kafka", "dead_letter")
     # Exactly-once applies to the live group; a replay commits nothing to it.
     exactly_once = settings.processing_guarantee == "exactly-once" and consumer is None
-    try:
+    txn_id = {"transactional_id": settings.txn_id} if exactly_once else {}
+    producer = up(
+        lambda: _kafka_client(settings, lambda s: make_producer(s, **txn_id)), kafka_sinks
+    )
+    # Bounded: a writer stuck on a dead broker must not hold the process at exit.
+    stack.callback(producer.close, timeout=5)
+    transactions: Transactions | None = None
+    if consumer is None:
+        isolation = {"isolation_level": "read_committed"} if exactly_once else {}
+        kafka_consumer = up(
+            lambda: _kafka_client(settings, lambda s: make_consumer(s, **isolation)), kafka_sinks
+        )
+        live = InputConsumer(kafka_consumer, settings.input_topic)
+        stack.callback(live.close)  # closes first: leaves the group before the producer goes
+        consumer = live
         if exactly_once:
-            producer = make_producer(settings, transactional_id=settings.txn_id)
-            kafka_consumer = make_consumer(settings, isolation_level="read_committed")
-            consumer = live = InputConsumer(kafka_consumer, settings.input_topic)
             transactions = Transactions(
                 producer, kafka_consumer.group_metadata, settings.sink_timeout_seconds
             )
-            transactions.start()
-        else:
-            producer = make_producer(settings)
-        if consumer is None:
-            consumer = live = InputConsumer(make_consumer(settings), settings.input_topic)
-    except StartupError:
-        raise
-    except Exception as exc:
-        raise StartupError(
-            f"Kafka at MODSTREAM_KAFKA_BOOTSTRAP_SERVERS={settings.kafka_bootstrap_servers} "
-            f"is not usable: {exc!r}"
-        ) from exc
-    # Bounded: a writer stuck on a dead broker must not hold the process at exit.
-    stack.callback(producer.close, timeout=5)
-    if live is not None:
-        stack.callback(live.close)  # closes first: leaves the group before the producer goes
+            up(lambda: _start_transactions(settings, transactions), kafka_sinks)
     timeout = settings.sink_timeout_seconds
     pipeline = pipeline or make_pipeline(settings, model)
     limits = BatchLimits(
@@ -141,6 +149,36 @@ def build_worker(
     )
 
 
+_T = TypeVar("_T")
+
+
+def _kafka_client(settings: Settings, make: Callable[[Settings], _T]) -> _T:
+    """A Kafka client from ``make``; any failure is a StartupError naming the setting."""
+    try:
+        return make(settings)
+    except StartupError:
+        raise
+    except Exception as exc:
+        raise StartupError(
+            f"Kafka at MODSTREAM_KAFKA_BOOTSTRAP_SERVERS={settings.kafka_bootstrap_servers} "
+            f"is not usable: {exc!r}"
+        ) from exc
+
+
+def _start_transactions(settings: Settings, transactions: Transactions) -> None:
+    """Fence this transactional id's earlier instances and open the first transaction."""
+    where = (
+        f"Kafka at MODSTREAM_KAFKA_BOOTSTRAP_SERVERS={settings.kafka_bootstrap_servers} "
+        f"(MODSTREAM_TRANSACTIONAL_ID={settings.txn_id})"
+    )
+    try:
+        transactions.start()
+    except KafkaTimeoutError as exc:
+        raise UnavailableError(f"{where} did not start a transaction: {exc}") from exc
+    except KafkaError as exc:
+        raise StartupError(f"{where} refused transactions: {exc!r}") from exc
+
+
 def install_signal_handlers(worker: Worker) -> None:
     def handle(signum: int, _frame: FrameType | None) -> None:
         if worker.stopping:
@@ -153,24 +191,46 @@ def install_signal_handlers(worker: Worker) -> None:
     signal.signal(signal.SIGINT, handle)
 
 
+def install_startup_signal_handlers(wait: StartupWait) -> None:
+    """Before the worker runs, a signal ends the start-up (model loading or a wait)."""
+
+    def handle(signum: int, _frame: FrameType | None) -> None:
+        if wait.stopped:
+            raise KeyboardInterrupt
+        log.info("signal %d during start-up: stopping", signum)
+        wait.stop()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+
+
 def run(settings: Settings, model: Classifier | None = None) -> int:
-    """The ``modstream run`` command. Returns the process exit code."""
+    """The ``modstream run`` command. Returns the process exit code.
+
+    The health server starts first, so that while the model loads and Redis or Kafka do not
+    answer yet the process is alive and unready instead of crash-looping."""
     metrics.init_labels()
+    probes = Probes(stale_after_s=60.0 + settings.sink_timeout_seconds)
+    wait = StartupWait(settings.startup_timeout_seconds)
     with ExitStack() as stack:
-        model = model or load_model(settings)
-        metrics.MODEL_INFO.info({"version": model.version, "dir": str(settings.model_dir)})
-        worker = build_worker(settings, model, stack)
         if settings.metrics_port:
-            stale_after = 60.0 + settings.sink_timeout_seconds
             server = HealthServer(
-                settings.metrics_host,
-                settings.metrics_port,
-                alive=lambda: worker.alive(stale_after),
-                ready=lambda: worker.ready(stale_after),
+                settings.metrics_host, settings.metrics_port, probes.alive, probes.ready
             ).start()
             stack.callback(server.close)
             log.info("metrics on http://%s:%d/metrics", settings.metrics_host, server.port)
+        install_startup_signal_handlers(wait)
+        model = model or load_model(settings)
+        metrics.MODEL_INFO.info({"version": model.version, "dir": str(settings.model_dir)})
+        try:
+            worker = build_worker(settings, model, stack, wait=wait)
+        except StartupInterruptedError:
+            log.info("stopped during start-up")
+            return 0
+        probes.attach(worker)
         install_signal_handlers(worker)
+        if wait.stopped:  # a signal came while the last client connected
+            worker.request_stop()
         log.info(
             "consuming %s as group %s -> %s, dead letters -> %s",
             settings.input_topic,

@@ -151,6 +151,12 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(
         20.0, ge=0, description="Time to finish the batch in hand after SIGTERM."
     )
+    startup_timeout_seconds: float = Field(
+        0.0,
+        ge=0,
+        description="How long `modstream run` waits at start for Redis and Kafka to answer "
+        "(unready meanwhile) before it exits with status 3; 0 waits for ever.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log level."
     )

@@ -12,7 +12,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
 from worker.config import Settings
-from worker.errors import StartupError
+from worker.errors import StartupError, UnavailableError
 
 
 def security_kwargs(settings: Settings) -> dict[str, Any]:
@@ -83,29 +83,46 @@ def explain_connect_failure(settings: Settings) -> Iterator[None]:
     kafka-python retries the bootstrap until a timeout that does not say why, and a broker
     that rejects SASL credentials just closes the connection; so on failure this probes the
     first broker step by step (TCP, then TLS with the configured files) to say which step
-    fails. Nothing extra happens when the client connects.
+    fails. Nothing extra happens when the client connects. A broker that does not answer
+    at all raises :class:`UnavailableError` (worth waiting for); a refused login or a TLS
+    mismatch, a plain :class:`StartupError`.
     """
     try:
         yield
     except KafkaError as exc:
-        raise StartupError(connect_failure_message(settings, exc)) from exc
+        raise connect_failure(settings, exc) from exc
 
 
-def connect_failure_message(settings: Settings, error: BaseException) -> str:
-    """Why Kafka cannot be used; never holds the SASL password."""
+def connect_failure(settings: Settings, error: BaseException) -> StartupError:
+    """The error to raise when a client cannot bootstrap; its message never holds the SASL
+    password."""
     where = f"Kafka at MODSTREAM_KAFKA_BOOTSTRAP_SERVERS={settings.kafka_bootstrap_servers}"
     detail = str(error)
     if not detail.startswith(type(error).__name__):
         detail = f"{type(error).__name__}: {detail}"
-    text = f"{where} {_probe(settings)} ({detail})"
+    why, transient = _probe(settings)
+    text = f"{where} {why} ({detail})"
     secret = settings.kafka_sasl_password
     if secret is not None and secret.get_secret_value():
         text = text.replace(secret.get_secret_value(), "***")
-    return text
+    return UnavailableError(text) if transient else StartupError(text)
 
 
-def _probe(settings: Settings) -> str:
-    """Which connection step to the first broker fails, as the rest of a sentence."""
+def connect_failure_message(settings: Settings, error: BaseException) -> str:
+    """Why Kafka cannot be used; never holds the SASL password."""
+    return str(connect_failure(settings, error))
+
+
+def _probe(settings: Settings) -> tuple[str, bool]:
+    """Which connection step to the first broker fails, as the rest of a sentence, and
+    whether waiting may help: nothing listening (a broker that is down or still starting),
+    or a plaintext port that accepts but does not answer yet. A refused login or a TLS
+    failure is a setting to fix."""
+    reason = _probe_steps(settings)
+    return reason, reason.startswith(("is not reachable", "accepts connections but does not"))
+
+
+def _probe_steps(settings: Settings) -> str:
     protocol = f"MODSTREAM_KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol}"
     sasl = (
         "refused the SASL login: check MODSTREAM_KAFKA_SASL_USERNAME="

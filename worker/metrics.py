@@ -1,7 +1,7 @@
 """Every Prometheus metric of the worker, in one place.
 
 One prefix (``modstream_``), base units, bounded label sets: ``action`` (3 values),
-``reason`` (the dead-letter reasons), ``stage`` (below), ``sink`` (2), and topic/partition
+``reason`` (the dead-letter reasons), ``stage`` (below), ``sink`` (``SINKS``), and topic/partition
 for lag (bounded by the partitions assigned). The dashboards in ``deploy/`` use exactly
 these names.
 """
@@ -23,6 +23,8 @@ ERROR_STAGES = (
 )
 # The worker's stages: the label values of STAGE_SECONDS.
 STAGES = ("tokenize", "model", "sinks", "commit")
+# Where results go: the label values of SINK_UP.
+SINKS = ("redis", "kafka", "dead_letter")
 
 EVENTS_CONSUMED = Counter(
     "modstream_events_consumed_total", "Records read from the input topic.", ["topic"]
@@ -88,6 +90,12 @@ SINK_WRITE_SECONDS = Histogram(
     ["sink"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+SINK_UP = Gauge(
+    "modstream_sink_up",
+    "0 while writes to the sink fail (and while start-up waits for it to answer), 1 once it "
+    "acknowledges again. Nothing is committed past results a down sink has not acknowledged.",
+    ["sink"],
+)
 END_TO_END_SECONDS = Histogram(
     "modstream_end_to_end_latency_seconds",
     "Event time to verdict acknowledged by all sinks.",
@@ -129,6 +137,8 @@ def init_labels(mode: str = "live") -> None:
         ERRORS.labels(stage)
     for sink in ("redis", "kafka"):
         SINK_WRITE_SECONDS.labels(sink)
+    for sink in SINKS:
+        SINK_UP.labels(sink).set(1)
     for stage in STAGES:
         STAGE_SECONDS.labels(stage)
     for stage in (*STAGES[:3], "batch"):

@@ -249,6 +249,9 @@ class WriterStage:
     deadline the stage waits for, not a sleep in the main loop), only the sinks that have
     not acknowledged yet; nothing after the job is reported meanwhile, so nothing is
     committed past it, and the main thread pauses consumption once too much is in flight.
+
+    :attr:`down` names the sinks whose last write failed (``modstream_sink_up`` 0), until
+    one succeeds again; ``/readyz`` is unready meanwhile.
     """
 
     name = "sinks"
@@ -273,6 +276,9 @@ class WriterStage:
         self._clock = clock
         self._backoff = backoff_s
         self.job: WriteJob | None = None  # the job in hand, until every sink acknowledged
+        # Replaced, never mutated: the health server's thread reads it.
+        self.down: frozenset[str] = frozenset()
+        self._down_since: dict[str, float] = {}
 
     def has_work(self) -> bool:
         if self.job is None:
@@ -360,11 +366,20 @@ class WriterStage:
         job.acked.add(sink.name)
         if sink.name in ("redis", "kafka"):
             metrics.SINK_WRITE_SECONDS.labels(sink.name).observe(time.perf_counter() - started)
+        if sink.name in self.down:
+            self.down = self.down - {sink.name}
+            metrics.SINK_UP.labels(sink.name).set(1)
+            down_s = self._clock() - self._down_since.pop(sink.name, self._clock())
+            log.warning("sink %s acknowledges again after %.1fs down", sink.name, down_s)
 
-    @staticmethod
-    def _failed(sink: Any, exc: SinkError) -> None:
+    def _failed(self, sink: Any, exc: SinkError) -> None:
         metrics.ERRORS.labels(SINK_ERROR_STAGE.get(sink.name, sink.name)).inc()
         log.warning("%s", exc)
+        if sink.name not in self.down and sink.name in metrics.SINKS:
+            self.down = self.down | {sink.name}
+            self._down_since[sink.name] = self._clock()
+            metrics.SINK_UP.labels(sink.name).set(0)
+            log.warning("sink %s is down: retrying; nothing is committed past it", sink.name)
 
     def _complete(self, job: WriteJob) -> None:
         now_wall = datetime.now(UTC)

@@ -267,6 +267,13 @@ ROWS: list[tuple[str, list[Panel]]] = [
                 "1 while backpressure pauses fetching.",
             ),
             series(
+                "Sinks up",
+                [("min by (sink) (modstream_sink_up{$SEL})", "{{sink}}")],
+                "short",
+                "0 while any worker's writes to that sink fail (it retries, commits nothing "
+                "past them and is unready); 1 once they are acknowledged again.",
+            ),
+            series(
                 "Assigned partitions",
                 [("sum by (instance) (modstream_assigned_partitions{$SEL})", "{{instance}}")],
                 "short",

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 
@@ -10,8 +11,12 @@ import pytest
 from kafka.errors import KafkaTimeoutError
 
 from worker.config import load_settings
-from worker.errors import StartupError
-from worker.kafka_client import connect_failure_message, explain_connect_failure
+from worker.errors import StartupError, UnavailableError
+from worker.kafka_client import (
+    connect_failure,
+    connect_failure_message,
+    explain_connect_failure,
+)
 from worker.sinks.redis import connect_redis, redacted_url
 
 SECRET = "s3cret-value"
@@ -37,6 +42,7 @@ def test_an_unreachable_kafka_is_named_and_the_password_is_not_shown() -> None:
     message = str(info.value)
     assert "MODSTREAM_KAFKA_BOOTSTRAP_SERVERS" in message and "is not reachable" in message
     assert SECRET not in message and "***" in message
+    assert isinstance(info.value, UnavailableError)  # worth waiting for at start-up
 
 
 def test_a_kafka_that_accepts_connections_but_not_the_login_names_the_sasl_settings() -> None:
@@ -50,7 +56,9 @@ def test_a_kafka_that_accepts_connections_but_not_the_login_names_the_sasl_setti
             kafka_sasl_username="u",
             kafka_sasl_password=SECRET,
         )
-        message = connect_failure_message(settings, KafkaTimeoutError("Unable to bootstrap"))
+        error = connect_failure(settings, KafkaTimeoutError("Unable to bootstrap"))
+        message = str(error)
+    assert not isinstance(error, UnavailableError)  # a refused login: exit 3 at once
     assert "MODSTREAM_KAFKA_SASL_PASSWORD" in message
     assert "MODSTREAM_KAFKA_SASL_USERNAME=u" in message
     assert SECRET not in message
@@ -84,6 +92,57 @@ def test_an_unreachable_redis_is_named_and_the_password_is_not_shown() -> None:
     assert "MODSTREAM_REDIS_URL=redis://user:***@127.0.0.1:" in message
     assert "does not answer" in message
     assert SECRET not in message
+    assert isinstance(info.value, UnavailableError)  # worth waiting for at start-up
+
+
+def serve_replies(reply: bytes) -> socket.socket:
+    """A loopback server that answers every request on every connection with ``reply``."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+
+    def answer(conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):  # the client may hang up at any point
+            while conn.recv(4096):
+                conn.sendall(reply)
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            threading.Thread(target=answer, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return server
+
+
+def test_a_redis_that_refuses_the_login_fails_at_once_and_hides_the_password() -> None:
+    with serve_replies(b"-WRONGPASS invalid username-password pair\r\n") as server:
+        url = f"redis://user:{SECRET}@127.0.0.1:{server.getsockname()[1]}/0"
+        with pytest.raises(StartupError) as info:
+            connect_redis(load_settings(redis_url=url, sink_timeout_seconds=2))
+    assert not isinstance(info.value, UnavailableError)
+    message = str(info.value)
+    assert "refused the login" in message and "MODSTREAM_REDIS_URL" in message
+    assert SECRET not in message
+
+
+def test_a_redis_still_loading_its_data_is_waited_for() -> None:
+    with serve_replies(b"-LOADING Redis is loading the dataset in memory\r\n") as server:
+        url = f"redis://127.0.0.1:{server.getsockname()[1]}/0"
+        with pytest.raises(UnavailableError):
+            connect_redis(load_settings(redis_url=url, sink_timeout_seconds=2))
+
+
+def test_tls_spoken_to_a_plain_redis_port_is_a_setting_to_fix() -> None:
+    with serve_replies(b"-ERR unknown command\r\n") as server:
+        url = f"rediss://127.0.0.1:{server.getsockname()[1]}/0"
+        with pytest.raises(StartupError) as info:
+            connect_redis(load_settings(redis_url=url, sink_timeout_seconds=2))
+    assert not isinstance(info.value, UnavailableError)
+    assert "fails the TLS connection" in str(info.value)
 
 
 @pytest.mark.parametrize(

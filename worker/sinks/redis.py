@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Sequence
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -9,7 +10,7 @@ import redis
 from pydantic import SecretStr
 
 from worker.config import Settings
-from worker.errors import StartupError
+from worker.errors import StartupError, UnavailableError
 from worker.schema import Verdict
 from worker.sinks import SinkError
 
@@ -37,8 +38,10 @@ def connect_redis(settings: Settings) -> redis.Redis:
 
 def check_redis(client: redis.Redis, settings: Settings) -> None:
     """PING; on failure a StartupError that says which setting to look at and never holds
-    the password."""
+    the password: an :class:`UnavailableError` when waiting may help (nothing answers, a
+    timeout, a server still loading its data), a plain one for a refused login or TLS."""
     where = f"Redis at MODSTREAM_REDIS_URL={redacted_url(settings.redis_url.get_secret_value())}"
+    error: type[StartupError] = StartupError
     try:
         client.ping()
     except redis.AuthenticationError as exc:
@@ -48,8 +51,17 @@ def check_redis(client: redis.Redis, settings: Settings) -> None:
         )
     except redis.exceptions.NoPermissionError as exc:
         why = f"let the user in MODSTREAM_REDIS_URL in but not run PING ({exc})"
-    except redis.ConnectionError as exc:
-        why = f"does not answer: check MODSTREAM_REDIS_URL and MODSTREAM_REDIS_SSL_CAFILE ({exc})"
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        if _tls_setup_failed(exc):
+            why = (
+                "fails the TLS connection: check the scheme of MODSTREAM_REDIS_URL (rediss:// "
+                f"for TLS) and MODSTREAM_REDIS_SSL_CAFILE ({exc})"
+            )
+        else:
+            why = (
+                f"does not answer: check MODSTREAM_REDIS_URL and MODSTREAM_REDIS_SSL_CAFILE ({exc})"
+            )
+            error = UnavailableError
     except redis.RedisError as exc:
         why = f"is not usable ({type(exc).__name__}: {exc})"
     else:
@@ -60,7 +72,21 @@ def check_redis(client: redis.Redis, settings: Settings) -> None:
         value = secret.get_secret_value() if isinstance(secret, SecretStr) else secret
         if value:
             text = text.replace(value, "***")
-    raise StartupError(text)
+    raise error(text)
+
+
+def _tls_setup_failed(exc: BaseException) -> bool:
+    """The connection failed in TLS (a certificate the CA does not verify, TLS spoken to a
+    plain port) or on its files (MODSTREAM_REDIS_SSL_CAFILE): a setting to fix, not an
+    outage. A connection cut during the handshake (EOF) is an outage."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLError) and not isinstance(cause, ssl.SSLEOFError):
+            return True
+        if isinstance(cause, (FileNotFoundError, PermissionError)):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def redacted_url(url: str) -> str:
