@@ -16,6 +16,7 @@ from worker.consumer import Consumer, InputConsumer
 from worker.errors import StartupError
 from worker.flow import Prepared
 from worker.health import HealthServer
+from worker.hotswap import ModelReloader, artifact_loader
 from worker.kafka_client import make_consumer, make_producer
 from worker.loop import LoopConfig, Worker
 from worker.pipeline import Pipeline
@@ -126,7 +127,7 @@ def build_worker(
     )
 
 
-def install_signal_handlers(worker: Worker) -> None:
+def install_signal_handlers(worker: Worker, reload: Callable[[], None] | None = None) -> None:
     def handle(signum: int, _frame: FrameType | None) -> None:
         if worker.stopping:
             log.warning("second signal %d: abandoning the batch in hand", signum)
@@ -136,6 +137,20 @@ def install_signal_handlers(worker: Worker) -> None:
 
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
+    if reload is not None:  # SIGHUP: load the model again beside the serving one (hot-swap)
+        signal.signal(signal.SIGHUP, lambda _signum, _frame: reload())
+
+
+def start_reloader(settings: Settings, pipeline: Pipeline) -> ModelReloader:
+    """The hot-swap's watcher: reloads MODSTREAM_MODEL_DIR on SIGHUP or when it changes."""
+    return ModelReloader(
+        settings.model_dir,
+        pipeline.swap,
+        pipeline.model.version,
+        artifact_loader(settings),
+        lambda model: make_policy(settings, model),
+        interval_s=settings.model_watch_interval_seconds,
+    ).start()
 
 
 def run(settings: Settings, model: Classifier | None = None) -> int:
@@ -144,7 +159,10 @@ def run(settings: Settings, model: Classifier | None = None) -> int:
     with ExitStack() as stack:
         model = model or load_model(settings)
         metrics.MODEL_INFO.info({"version": model.version, "dir": str(settings.model_dir)})
-        worker = build_worker(settings, model, stack)
+        pipeline = make_pipeline(settings, model)
+        worker = build_worker(settings, model, stack, pipeline=pipeline)
+        reloader = start_reloader(settings, pipeline)
+        stack.callback(reloader.stop)
         if settings.metrics_port:
             stale_after = 60.0 + settings.sink_timeout_seconds
             server = HealthServer(
@@ -155,7 +173,7 @@ def run(settings: Settings, model: Classifier | None = None) -> int:
             ).start()
             stack.callback(server.close)
             log.info("metrics on http://%s:%d/metrics", settings.metrics_host, server.port)
-        install_signal_handlers(worker)
+        install_signal_handlers(worker, reloader.request)
         log.info(
             "consuming %s as group %s -> %s, dead letters -> %s",
             settings.input_topic,
