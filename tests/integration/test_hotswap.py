@@ -40,7 +40,8 @@ from worker.kafka_client import make_producer
 
 pytestmark = pytest.mark.integration
 
-RATE = 40.0  # posts per second while the swap happens: a steady stream the worker keeps up with
+RATE = 25.0  # posts per second while the swap happens: a steady stream the worker keeps up with
+MAX_STREAMED = 1500  # a bound on the posts sent while waiting for the swap
 
 
 def artifact_copy(dest: Path, note: str) -> Path:
@@ -86,7 +87,7 @@ class Stream:
         self._producer.flush()
 
     def _run(self) -> None:
-        while not self._stop.wait(1.0 / RATE):
+        while not self._stop.wait(1.0 / RATE) and self.next < MAX_STREAMED:
             self.send(1)
 
     def start(self) -> None:
