@@ -34,7 +34,9 @@ class FakeModel:
 
     Tokenises one token per word plus two special tokens; a post longer than
     ``max_length`` gets several windows (rows), scored as one post. ``fail_on``: a word that
-    makes ``predict_encoded`` raise for any batch holding it (``"*"``: every batch)."""
+    makes ``predict_encoded`` raise for any batch holding it (``"*"``: every batch).
+    ``first_id``: its first word id; two fakes with different ones tokenise alike texts
+    into different ids, so one cannot read the other's tokens (as two real tokenizers)."""
 
     version = "fake-1"
     labels: Mapping[str, Sequence[str]] = {
@@ -43,17 +45,29 @@ class FakeModel:
     }
     policy: Mapping[str, float] = {"block_fake": 0.9, "review_fake": 0.5, "review_negative": 0.8}
 
-    def __init__(self, fail_on: str | None = None, max_length: int = 128) -> None:
+    def __init__(
+        self,
+        fail_on: str | None = None,
+        max_length: int = 128,
+        *,
+        version: str = "fake-1",
+        policy: Mapping[str, float] | None = None,
+        first_id: int = 3,
+    ) -> None:
         self.calls: list[int] = []  # posts per predict_encoded call
         self.prepared: list[int] = []  # posts per prepare call
         self.fail_on = fail_on
         self.max_length = max_length
+        self.version = version
+        if policy is not None:
+            self.policy = policy
+        self._first_id = first_id
         self._ids: dict[str, int] = {}
         self._words: dict[int, str] = {}
 
     def _id(self, word: str) -> int:
         if word not in self._ids:
-            self._ids[word] = len(self._ids) + 3  # 1 and 2 are the special tokens
+            self._ids[word] = len(self._ids) + self._first_id  # 1, 2: the special tokens
             self._words[self._ids[word]] = word
         return self._ids[word]
 

@@ -19,6 +19,7 @@ from worker.consumer import Consumer, InputConsumer
 from worker.errors import StartupError, UnavailableError
 from worker.flow import Prepared
 from worker.health import HealthServer
+from worker.hotswap import ModelReloader, artifact_loader
 from worker.kafka_client import make_consumer, make_producer
 from worker.loop import LoopConfig, Worker
 from worker.pipeline import Pipeline
@@ -179,7 +180,7 @@ def _start_transactions(settings: Settings, transactions: Transactions) -> None:
         raise StartupError(f"{where} refused transactions: {exc!r}") from exc
 
 
-def install_signal_handlers(worker: Worker) -> None:
+def install_signal_handlers(worker: Worker, reload: Callable[[], None] | None = None) -> None:
     def handle(signum: int, _frame: FrameType | None) -> None:
         if worker.stopping:
             log.warning("second signal %d: abandoning the batch in hand", signum)
@@ -189,6 +190,20 @@ def install_signal_handlers(worker: Worker) -> None:
 
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
+    if reload is not None:  # SIGHUP: load the model again beside the serving one (hot-swap)
+        signal.signal(signal.SIGHUP, lambda _signum, _frame: reload())
+
+
+def start_reloader(settings: Settings, pipeline: Pipeline) -> ModelReloader:
+    """The hot-swap's watcher: reloads MODSTREAM_MODEL_DIR on SIGHUP or when it changes."""
+    return ModelReloader(
+        settings.model_dir,
+        pipeline.swap,
+        pipeline.model.version,
+        artifact_loader(settings),
+        lambda model: make_policy(settings, model),
+        interval_s=settings.model_watch_interval_seconds,
+    ).start()
 
 
 def install_startup_signal_handlers(wait: StartupWait) -> None:
@@ -222,13 +237,16 @@ def run(settings: Settings, model: Classifier | None = None) -> int:
         install_startup_signal_handlers(wait)
         model = model or load_model(settings)
         metrics.MODEL_INFO.info({"version": model.version, "dir": str(settings.model_dir)})
+        pipeline = make_pipeline(settings, model)
         try:
-            worker = build_worker(settings, model, stack, wait=wait)
+            worker = build_worker(settings, model, stack, pipeline=pipeline, wait=wait)
         except StartupInterruptedError:
             log.info("stopped during start-up")
             return 0
+        reloader = start_reloader(settings, pipeline)
+        stack.callback(reloader.stop)
         probes.attach(worker)
-        install_signal_handlers(worker)
+        install_signal_handlers(worker, reloader.request)
         if wait.stopped:  # a signal came while the last client connected
             worker.request_stop()
         log.info(

@@ -98,6 +98,13 @@ class Settings(BaseSettings):
 
     # --- Batching and model ----------------------------------------------------------------
     model_dir: Path = Field(DEFAULT_ARTIFACT_DIR, description="Model artifact directory.")
+    model_watch_interval_seconds: float = Field(
+        5.0,
+        ge=0,
+        le=3600,
+        description="How often the artifact at MODSTREAM_MODEL_DIR is checked for a change "
+        "(a symlink flip) to hot-swap it; 0 turns the check off (SIGHUP still reloads).",
+    )
     device: str = Field(
         "auto",
         description="Where inference runs: auto, cpu, cuda or cuda:N; auto picks CUDA when "

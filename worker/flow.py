@@ -126,10 +126,13 @@ class Item:
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    """A post with its token ids: what the batcher groups and the model scores."""
+    """A post with its token ids: what the batcher groups and the model scores.
+    ``model_version``: the model that tokenised it (after a hot-swap, the model stage
+    re-tokenises a post whose version is not the one it scores with)."""
 
     item: Item
     encoded: Encoded
+    model_version: str
 
 
 Result = Verdict | DeadLetter

@@ -105,7 +105,7 @@ class Worker:
             config.model_failure_limit,
         )
         self._tokenizer = TokenizeStage(
-            pipeline.model,
+            lambda: pipeline.model,
             batcher,
             self._to_tokenize,
             self._to_model,

@@ -116,6 +116,18 @@ PENDING_RECORDS = Gauge("modstream_pending_records", "Records polled but not yet
 PAUSED = Gauge("modstream_consumption_paused", "1 while consumption is paused by backpressure.")
 ASSIGNED_PARTITIONS = Gauge("modstream_assigned_partitions", "Input partitions assigned.")
 MODEL_INFO = Info("modstream_model", "The model being served.")
+# Outcomes of a model hot-swap: the label values of MODEL_SWAPS.
+SWAP_RESULTS = ("ok", "refused")
+MODEL_SWAPS = Counter(
+    "modstream_model_swaps_total",
+    "Model hot-swaps (SIGHUP or a changed artifact): ok, the new model scores from the next "
+    "batch; refused, it did not load or failed its probe and the old model keeps serving.",
+    ["result"],
+)
+MODEL_LAST_SWAP = Gauge(
+    "modstream_model_last_swap_timestamp_seconds",
+    "Unix time the serving model last changed by a hot-swap (0: not since the start).",
+)
 MODE = Gauge(
     "modstream_worker_mode",
     "1 for the mode this process runs in: live (modstream run) or replay (modstream replay). "
@@ -129,6 +141,8 @@ def init_labels(mode: str = "live") -> None:
     from worker.schema import Action, DeadLetterReason
 
     MODE.labels(mode).set(1)
+    for result in SWAP_RESULTS:
+        MODEL_SWAPS.labels(result)
     for action in Action:
         VERDICTS.labels(action.value)
     for reason in DeadLetterReason:

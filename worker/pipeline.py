@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from models.base import MISINFORMATION, SENTIMENT, Classifier, Encoded, Scores
+from worker.hotswap import SwapSlot
 from worker.policy import Policy
 from worker.schema import MisinformationResult, Post, SentimentResult, Verdict
 
@@ -31,6 +32,19 @@ class Pipeline:
         self._pseudonymise = pseudonymise
         self._store_text = store_text
         self._clock = clock
+        self.swap = SwapSlot()  # where a hot-swap hands over a new model (worker.hotswap)
+
+    def swap_waiting(self) -> bool:
+        return self.swap.waiting()
+
+    def apply_swap(self) -> bool:
+        """Serve the model a hot-swap offered, with its policy, if one waits: the one place
+        they change. The model stage calls it between two batches, on its own thread."""
+        candidate = self.swap.take()
+        if candidate is None:
+            return False
+        self.model, self.policy = candidate.model, candidate.policy
+        return True
 
     def classify(
         self, posts: Sequence[Post], encoded: Sequence[Encoded] | None = None

@@ -66,13 +66,14 @@ def model_error_letter(item: Item, exc: BaseException) -> tuple[Ref, DeadLetter]
 
 
 class TokenizeStage:
-    """Tokenises polled posts (real token counts, off the model's thread) and forms batches."""
+    """Tokenises polled posts (real token counts, off the model's thread) and forms batches.
+    ``model`` returns the model serving now (read once per chunk: a hot-swap changes it)."""
 
     name = "tokenize"
 
     def __init__(
         self,
-        model: Classifier,
+        model: Callable[[], Classifier],
         batcher: MicroBatcher[Prepared],
         inbox: Channel[list[Item]],
         outbox: Channel[list[Prepared]],
@@ -131,10 +132,11 @@ class TokenizeStage:
         """Tokenise; a chunk that fails is retried post by post, and a post that fails on
         its own becomes a dead letter (``model_error``)."""
         try:
-            encoded = self._model.prepare([i.post.event.text for i in items])
+            model = self._model()
+            encoded = model.prepare([i.post.event.text for i in items])
             if len(encoded) != len(items):
                 raise RuntimeError(f"prepare returned {len(encoded)} for {len(items)} posts")
-            return [Prepared(i, e) for i, e in zip(items, encoded, strict=True)], []
+            return [Prepared(i, e, model.version) for i, e in zip(items, encoded, strict=True)], []
         except Exception as exc:
             metrics.ERRORS.labels("tokenize").inc()
             if len(items) == 1:
@@ -180,16 +182,18 @@ class ModelStage:
         self.idle = True
 
     def has_work(self) -> bool:
-        return len(self._inbox) > 0 and self._outbox.has_room()
+        return (len(self._inbox) > 0 and self._outbox.has_room()) or self._pipeline.swap_waiting()
 
     def wait_s(self) -> float | None:
         return None
 
     def work(self) -> bool:
+        # A hot-swap takes effect here, between two batches: model and policy together.
+        swapped = self._pipeline.apply_swap()
         with self._board.cond:  # taking the batch and turning busy are one step for the batcher
             batch = self._inbox.take() if self._outbox.has_room() else None
             if batch is None:
-                return False
+                return swapped
             self.idle = False
         try:
             live = [p for p in batch if self._generations.live(p.item.ref)]
@@ -215,9 +219,12 @@ class ModelStage:
 
     def _score(self, batch: list[Prepared]) -> list[tuple[Ref, Verdict | DeadLetter]]:
         started = time.perf_counter()
+        version = self._pipeline.model.version
+        # Tokenised by a model swapped out since: the pipeline tokenises again (None).
+        fresh = all(p.model_version == version for p in batch)
         try:
             verdicts = self._pipeline.classify(
-                [p.item.post for p in batch], [p.encoded for p in batch]
+                [p.item.post for p in batch], [p.encoded for p in batch] if fresh else None
             )
         except Exception as exc:  # noqa: BLE001 - a model fails in any way; isolated below
             metrics.ERRORS.labels("model").inc()

@@ -26,8 +26,9 @@ class Stage:
             lambda p: Size(p.encoded.rows, p.encoded.tokens),
             self.clock,
         )
+        model = FakeModel()
         self.stage = TokenizeStage(
-            FakeModel(),
+            lambda: model,
             batcher,
             self.inbox,
             self.slot,
