@@ -152,6 +152,7 @@ def run(settings: Settings, model: Classifier | None = None) -> int:
                 settings.metrics_port,
                 alive=lambda: worker.alive(stale_after),
                 ready=lambda: worker.ready(stale_after),
+                mode="live",
             ).start()
             stack.callback(server.close)
             log.info("metrics on http://%s:%d/metrics", settings.metrics_host, server.port)
