@@ -15,6 +15,7 @@ from typing import Any
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from worker.config import Settings, load_settings
+from worker.kafka_client import security_kwargs
 
 
 def run_settings(bootstrap_servers: str, redis_url: str, run_id: str, **overrides: Any) -> Settings:
@@ -37,9 +38,9 @@ def create_topics(
     settings: Settings, partitions: int = 4, topics: Sequence[str] | None = None
 ) -> None:
     """Create ``topics`` (default: the settings' input, output and dead-letter topics) with
-    ``partitions`` each and one replica."""
+    ``partitions`` each and one replica, through the settings' security (TLS, SASL)."""
     names = topics or (settings.input_topic, settings.output_topic, settings.dlq_topic)
-    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    admin = KafkaAdminClient(**security_kwargs(settings))
     try:
         admin.create_topics([NewTopic(t, partitions, 1) for t in names])
     finally:
