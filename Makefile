@@ -63,11 +63,12 @@ train-frozen: $(STAMP)
 	$(VENV)/bin/modstream train --mode frozen --data-dir ../shared/data --out models/frozen
 
 # Writes reports/bench/latest.{json,md}; the README's Performance table comes from it.
+# PYTHONPATH: the worker processes it starts import this checkout too.
 bench: $(STAMP) stack-up
-	source .stack/env && $(PY) benchmarks/throughput.py $(BENCH_ARGS)
+	source .stack/env && PYTHONPATH=$(CURDIR) $(PY) benchmarks/throughput.py $(BENCH_ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check worker models training tests benchmarks
+	$(VENV)/bin/ruff check worker models training tests benchmarks modstream_dev
 	$(VENV)/bin/mypy
 
 clean:

@@ -16,7 +16,7 @@ import statistics
 import uuid
 
 from throughput import load_texts  # benchmarks/ is on the path
-from worker_phases import from_backlog
+from worker_phases import bench_settings, from_backlog
 
 from models import DEFAULT_ARTIFACT_DIR
 from models.runtime import load_predictor
@@ -48,7 +48,7 @@ def main() -> None:
                     "transactional_id": f"bench-{uuid.uuid4().hex[:8]}",
                     "commit_interval_ms": args.commit_interval_ms,
                 }
-            run = from_backlog(model, texts, env, args.batch, **extra)
+            run = from_backlog(model, texts, bench_settings(env, args.batch, **extra))
             rates[mode].append(run.rate)
             print(f"{mode:<14} {run.rate:7.1f} posts/s")
     alo = statistics.median(rates["at-least-once"])

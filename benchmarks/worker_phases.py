@@ -1,6 +1,7 @@
 """The worker's phases of the benchmark: from a backlog, and open loop at a fixed rate.
 
-Each phase uses its own topics and consumer group on the local stack, runs the real worker
+Each phase uses its own topics and consumer group on the local stack (set up as the
+integration tests do, modstream_dev/stack.py), runs the real worker
 (``worker.app.build_worker``) on a thread of this process, and reads the verdicts back
 from the output topic.
 """
@@ -12,18 +13,18 @@ import statistics
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from kafka import KafkaConsumer
-from kafka.admin import KafkaAdminClient, NewTopic
 from prometheus_client import REGISTRY
 
 from models.base import Classifier
+from modstream_dev.stack import child_env, create_topics, run_settings, wait_for
 from worker.app import build_worker
-from worker.config import Settings, load_settings
+from worker.config import Settings
 from worker.kafka_client import committed_total
 from worker.loop import Worker
 from worker.metrics import STAGES
@@ -53,33 +54,19 @@ class WorkerRun:
 
 
 def bench_settings(env: dict[str, str], batch: int, **overrides: Any) -> Settings:
+    """A phase's own topics, group and Redis keys (expiring after 10 minutes)."""
     run = f"bench-{uuid.uuid4().hex[:8]}"
-    return load_settings(
-        kafka_bootstrap_servers=env["MODSTREAM_KAFKA_BOOTSTRAP_SERVERS"],
-        redis_url=env["MODSTREAM_REDIS_URL"],
-        input_topic=f"{run}.posts",
-        output_topic=f"{run}.verdicts",
-        dlq_topic=f"{run}.dlq",
-        group_id=run,
-        metrics_port=0,
-        batch_max_size=batch,
-        redis_key_prefix=f"modstream:bench:{run}:",
-        redis_ttl_seconds=600,
-        **overrides,
+    return run_settings(
+        env["MODSTREAM_KAFKA_BOOTSTRAP_SERVERS"],
+        env["MODSTREAM_REDIS_URL"],
+        run,
+        **{
+            "batch_max_size": batch,
+            "redis_key_prefix": f"modstream:bench:{run}:",
+            "redis_ttl_seconds": 600,
+            **overrides,
+        },
     )
-
-
-def _create_topics(settings: Settings, partitions: int = 4) -> None:
-    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
-    try:
-        admin.create_topics(
-            [
-                NewTopic(t, partitions, 1)
-                for t in (settings.input_topic, settings.output_topic, settings.dlq_topic)
-            ]
-        )
-    finally:
-        admin.close()
 
 
 def _events(texts: list[str], run: str) -> list[dict[str, object]]:
@@ -87,15 +74,11 @@ def _events(texts: list[str], run: str) -> list[dict[str, object]]:
     return [{"post_id": f"{run}-{i}", "text": t} for i, t in enumerate(texts)]
 
 
-def _wait(predicate: Any, what: str, every_s: float = 0.1) -> None:
-    deadline = time.monotonic() + LIVENESS_S
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"benchmark gave up waiting for {what}")
-        time.sleep(every_s)
+def wait(predicate: Callable[[], bool], what: str, every_s: float = 0.1) -> None:
+    wait_for(predicate, LIVENESS_S, what, every_s)
 
 
-class _Counters:
+class Counters:
     """Deltas of the worker's own metrics over one phase."""
 
     def __init__(self) -> None:
@@ -134,28 +117,25 @@ def _running(settings: Settings, model: Classifier) -> Iterator[Worker]:
         thread = threading.Thread(target=worker.run, name="bench-worker")
         thread.start()
         try:
-            _wait(lambda: bool(worker.assigned), "the partitions to be assigned")
+            wait(lambda: bool(worker.assigned), "the partitions to be assigned")
             yield worker
         finally:
             worker.request_stop()
             thread.join(60)
 
 
-def from_backlog(
-    model: Classifier, texts: list[str], env: dict[str, str], batch: int, **overrides: Any
-) -> WorkerRun:
+def from_backlog(model: Classifier, texts: list[str], settings: Settings) -> WorkerRun:
     """Every post is in Kafka before the worker starts: its best sustained rate. Timed from
-    the first commit (connections made, first batch done) to the last. ``overrides`` are
-    settings (e.g. ``processing_guarantee``)."""
-    settings = bench_settings(env, batch, **overrides)
-    _create_topics(settings)
+    the first commit (connections made, first batch done) to the last. ``settings``: a
+    phase's own (bench_settings); its input topic keeps the backlog for the replay phase."""
+    create_topics(settings)
     produce(settings, _events(texts, settings.group_id))
     with _running(settings, model) as worker:
-        _wait(lambda: _done(worker) > 0, "the first commit", 0.005)
-        counters = _Counters()
+        wait(lambda: _done(worker) > 0, "the first commit", 0.005)
+        counters = Counters()
         first = _done(worker)
         started = time.perf_counter()
-        _wait(lambda: _done(worker) >= len(texts), "every offset")
+        wait(lambda: _done(worker) >= len(texts), "every offset", 0.01)
         run = WorkerRun(len(texts) - first, time.perf_counter() - started)
         counters.fill(run)
     assert committed_total(settings) == len(texts)  # the broker agrees
@@ -169,21 +149,21 @@ def open_loop(
     from each record's timestamp (when it was sent) to its verdict's (when it was sent).
     A few posts go first to warm the connections up; they are not measured."""
     settings = bench_settings(env, batch)
-    _create_topics(settings)
+    create_topics(settings)
     warm = _events(texts[:WARM_UP], "warm")
     with _running(settings, model) as worker:
         produce(settings, warm)
-        _wait(lambda: _done(worker) >= len(warm), "the warm-up posts")
-        counters = _Counters()
+        wait(lambda: _done(worker) >= len(warm), "the warm-up posts")
+        counters = Counters()
         started = time.perf_counter()
         produce(settings, _events(texts, settings.group_id), rate=rate)
-        _wait(lambda: _done(worker) >= len(warm) + len(texts), "every offset")
+        wait(lambda: _done(worker) >= len(warm) + len(texts), "every offset")
         run = WorkerRun(len(texts), time.perf_counter() - started)
         counters.fill(run)
     assert committed_total(settings) == len(warm) + len(texts)  # the broker agrees
     latencies = _latencies_ms(settings, len(warm) + len(texts))
     run.latencies_ms = sorted(
-        ms for post_id, ms in latencies.items() if post_id.startswith("bench")
+        ms for post_id, ms in latencies.items() if not post_id.startswith("warm-")
     )
     return run
 
@@ -225,39 +205,22 @@ def _epoch_ms(iso: str) -> float:
 def worker_process_rss_mib(texts: list[str], env: dict[str, str], batch: int) -> float:
     """Peak resident memory of a real ``modstream run`` process (its own model, nothing of
     this harness) after it has worked through ``texts`` from a backlog."""
-    import os
     import signal
     import subprocess
     import sys
     from pathlib import Path
 
     settings = bench_settings(env, batch)
-    _create_topics(settings)
+    create_topics(settings)
     produce(settings, _events(texts, settings.group_id))
-    child_env = {k: v for k, v in os.environ.items() if not k.startswith("MODSTREAM_")}
-    child_env.update(
-        {
-            "MODSTREAM_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-            "MODSTREAM_REDIS_URL": settings.redis_url.get_secret_value(),
-            "MODSTREAM_INPUT_TOPIC": settings.input_topic,
-            "MODSTREAM_OUTPUT_TOPIC": settings.output_topic,
-            "MODSTREAM_DLQ_TOPIC": settings.dlq_topic,
-            "MODSTREAM_GROUP_ID": settings.group_id,
-            "MODSTREAM_REDIS_KEY_PREFIX": settings.redis_key_prefix,
-            "MODSTREAM_REDIS_TTL_SECONDS": "600",
-            "MODSTREAM_BATCH_MAX_SIZE": str(batch),
-            "MODSTREAM_METRICS_PORT": "0",
-            "MODSTREAM_DEVICE": "cpu",
-        }
-    )
     child = subprocess.Popen(
         [sys.executable, "-m", "worker", "run"],
-        env=child_env,
+        env=child_env(settings, MODSTREAM_BATCH_MAX_SIZE=str(batch)),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
-        _wait(lambda: committed_total(settings) >= len(texts), "the worker process", 1.0)
+        wait(lambda: committed_total(settings) >= len(texts), "the worker process", 1.0)
         status = Path(f"/proc/{child.pid}/status").read_text()
         peak_kib = next(int(x.split()[1]) for x in status.splitlines() if x.startswith("VmHWM:"))
         child.send_signal(signal.SIGTERM)

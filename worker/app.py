@@ -230,7 +230,11 @@ def run(settings: Settings, model: Classifier | None = None) -> int:
     with ExitStack() as stack:
         if settings.metrics_port:
             server = HealthServer(
-                settings.metrics_host, settings.metrics_port, probes.alive, probes.ready
+                settings.metrics_host,
+                settings.metrics_port,
+                probes.alive,
+                probes.ready,
+                mode="live",
             ).start()
             stack.callback(server.close)
             log.info("metrics on http://%s:%d/metrics", settings.metrics_host, server.port)

@@ -1,13 +1,49 @@
 """The ops endpoint: ``/metrics`` for Prometheus, ``/healthz`` (the loop is alive) and
-``/readyz`` (the model is loaded and the worker is consuming)."""
+``/readyz`` (the model is loaded and the worker is consuming).
+
+``/metrics`` serves the registry with a ``mode`` label (``live`` for ``modstream run``,
+``replay`` for ``modstream replay``) on every ``modstream_*`` sample, added here at exposition
+rather than declared on each metric: one process runs in one mode, fixed at start-up, so the
+dashboards and alerts tell a replay's series from the live workers' without a join.
+"""
 
 from __future__ import annotations
 
+import copy
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Literal
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+Mode = Literal["live", "replay"]
+PREFIX = "modstream_"
+
+
+class ModeLabelled:
+    """``source``'s metrics, each ``modstream_*`` sample with ``mode=MODE`` added (a sample
+    that has a ``mode`` label of its own, ``modstream_worker_mode``, keeps it). Names,
+    values, types and the other labels are unchanged; other metrics (``process_*``,
+    ``python_*``) pass through as they are."""
+
+    def __init__(self, source: Collector, mode: Mode) -> None:
+        self._source = source
+        self._mode = mode
+
+    def collect(self) -> Iterable[Metric]:
+        for family in self._source.collect():
+            if not family.name.startswith(PREFIX):
+                yield family
+                continue
+            labelled = copy.copy(family)
+            labelled.samples = [
+                s if "mode" in s.labels else s._replace(labels={**s.labels, "mode": self._mode})
+                for s in family.samples
+            ]
+            yield labelled
 
 
 class HealthServer:
@@ -17,14 +53,17 @@ class HealthServer:
         port: int,
         alive: Callable[[], bool],
         ready: Callable[[], bool],
+        *,
+        mode: Mode,
     ) -> None:
         checks = {"/healthz": alive, "/readyz": ready}
+        exposed = ModeLabelled(REGISTRY, mode)
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
-                    self._send(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
+                    self._send(200, generate_latest(exposed), CONTENT_TYPE_LATEST)
                 elif path in checks:
                     ok = checks[path]()
                     self._send(200 if ok else 503, b"ok\n" if ok else b"not ok\n", "text/plain")

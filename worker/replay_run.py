@@ -218,7 +218,9 @@ def _serve_metrics(settings: Settings, stack: ExitStack, alive: Callable[[], boo
     if not settings.metrics_port:
         return
     try:
-        server = HealthServer(settings.metrics_host, settings.metrics_port, alive, alive).start()
+        server = HealthServer(
+            settings.metrics_host, settings.metrics_port, alive, alive, mode="replay"
+        ).start()
     except OSError as exc:  # a live worker on this host holds the port: replay without
         log.warning("metrics not served on port %d: %s", settings.metrics_port, exc)
         return

@@ -5,8 +5,9 @@
     python deploy/grafana/dashboard.py --check  # exit 1 if it is out of date
 
 The JSON is generated so that its rules hold for every panel (tests/unit/test_deploy_*.py
-checks them on the JSON): every query is filtered by the ``job``, ``namespace`` and
-``instance`` variables (``$SEL`` below), a panel with no series shows 0 rather than
+checks them on the JSON): every query is filtered by the ``job``, ``namespace``,
+``instance`` and ``mode`` variables (``$SEL`` below; ``up``, which has no ``mode``, through
+the ``modstream_model_info`` of its target), a panel with no series shows 0 rather than
 "No data", and the dashboard is read-only unless someone saves a copy. Metric names are
 those of worker/metrics.py (deploy/check_metric_names.py checks them). Standard library only.
 """
@@ -23,8 +24,11 @@ OUT = Path(__file__).resolve().parent / "dashboards" / "modstream.json"
 
 # Every query carries this filter. "All" jobs means the jobs that export modstream_model_info;
 # within them any namespace (absent in compose, where ".*" matches it) and any instance
-# (".+", so that a worker that stopped reporting still shows in `up`).
-SEL = 'job=~"$job", namespace=~"$namespace", instance=~"$instance"'
+# (".+", so that a worker that stopped reporting still shows in `up`). `mode` tells the live
+# workers (modstream run, the default) from replays (modstream replay); "All" (".*") also
+# matches a worker too old to set the label.
+TARGET_SEL = 'job=~"$job", namespace=~"$namespace", instance=~"$instance"'
+SEL = TARGET_SEL + ', mode=~"$mode"'
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 
 Panel = dict[str, Any]
@@ -33,7 +37,7 @@ Panel = dict[str, Any]
 def _target(expr: str, legend: str, ref: str) -> dict[str, Any]:
     return {
         "datasource": DATASOURCE,
-        "expr": expr.replace("$SEL", SEL),
+        "expr": expr.replace("$UPSEL", TARGET_SEL).replace("$SEL", SEL),
         "legendFormat": legend,
         "refId": ref,
         "range": True,
@@ -82,6 +86,10 @@ def mean(metric: str) -> str:
     return f"{rate(metric + '_sum')} / {rate(metric + '_count')}"
 
 
+# `up` is Prometheus's own series, without `mode`: a target counts when it exported
+# modstream_model_info of the chosen mode in the last hour (a worker down since then is gone).
+UP = "up{$UPSEL} and on (namespace, job, instance) max_over_time(modstream_model_info{$SEL}[1h])"
+
 # Lag per partition as the largest report (two members may report one partition for a
 # moment around a rebalance), summed.
 LAG = "sum(max by (topic, partition) (modstream_consumer_lag_records{$SEL}))"
@@ -100,7 +108,7 @@ ROWS: list[tuple[str, list[Panel]]] = [
             ),
             stat(
                 "Workers up",
-                "sum(up{$SEL})",
+                f"sum({UP})",
                 "short",
                 "Targets whose /metrics answered the last scrape.",
             ),
@@ -281,7 +289,7 @@ ROWS: list[tuple[str, list[Panel]]] = [
             ),
             series(
                 "Up",
-                [("up{$SEL}", "{{instance}}")],
+                [(UP, "{{instance}}")],
                 "short",
                 "1 when the worker's /metrics answered the scrape.",
             ),
@@ -322,9 +330,17 @@ ROWS: list[tuple[str, list[Panel]]] = [
 ]
 
 
-def _variable(name: str, label: str, query: str, all_value: str | None) -> dict[str, Any]:
+def _variable(
+    name: str, label: str, query: str, all_value: str | None, default: str | None = None
+) -> dict[str, Any]:
     """A multi-value query variable. ``all_value`` None: "All" is the values found, as a
-    regex (for ``job``, so that ``up`` counts only the jobs that export modstream metrics)."""
+    regex (for ``job``, so that ``up`` counts only the jobs that export modstream metrics).
+    ``default``: the value selected when the dashboard opens (None: All)."""
+    current = (
+        {"selected": True, "text": ["All"], "value": ["$__all"]}
+        if default is None
+        else {"selected": True, "text": [default], "value": [default]}
+    )
     return {
         "name": name,
         "label": label,
@@ -336,7 +352,7 @@ def _variable(name: str, label: str, query: str, all_value: str | None) -> dict[
         "includeAll": True,
         "multi": True,
         **({"allValue": all_value} if all_value is not None else {}),
-        "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+        "current": current,
         "options": [],
         "sort": 1,
         "hide": 0,
@@ -412,9 +428,17 @@ def dashboard() -> dict[str, Any]:
                     ".*",
                 ),
                 _variable(
+                    "mode",
+                    "Mode",
+                    f'label_values({info}{{job=~"$job", namespace=~"$namespace"}}, mode)',
+                    ".*",
+                    default="live",
+                ),
+                _variable(
                     "instance",
                     "Instance",
-                    f'label_values({info}{{job=~"$job", namespace=~"$namespace"}}, instance)',
+                    f'label_values({info}{{job=~"$job", namespace=~"$namespace", '
+                    f'mode=~"$mode"}}, instance)',
                     ".+",
                 ),
             ]

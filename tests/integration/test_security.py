@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 import redis
 from kafka import KafkaConsumer
-from kafka.admin import KafkaAdminClient, NewTopic
 
+from modstream_dev.stack import create_topics as create_run_topics
 from tests.integration.helpers import child_env, events, to_bytes, verdict_keys, wait_for
 from worker import localstack
 from worker.config import Settings, load_settings
@@ -87,16 +87,8 @@ def secret(value: Any) -> str:
 
 
 def create_topics(settings: Settings) -> None:
-    admin = KafkaAdminClient(**security_kwargs(settings))
-    try:
-        admin.create_topics(
-            [
-                NewTopic(t, 1, 1)
-                for t in (settings.input_topic, settings.output_topic, settings.dlq_topic)
-            ]
-        )
-    finally:
-        admin.close()
+    """One partition each, created through SASL_SSL."""
+    create_run_topics(settings, partitions=1)
 
 
 def read_topic(settings: Settings, topic: str, expected: int) -> list[Any]:

@@ -74,5 +74,6 @@ def test_long_everyday_posts_are_not_labelled_fake_for_having_many_sentences(
     long_posts = [" ".join(texts[i : i + 15]) for i in range(0, len(texts), 15)]
     long_posts += [" ".join(texts[i : i + 30]) for i in range(0, len(texts), 30)]
     assert all(predictor.prepare([p])[0].rows > 1 for p in long_posts)
-    flagged = [p[:80] for p, s in zip(long_posts, predictor.predict(long_posts)) if is_fake(s)]
+    scored = zip(long_posts, predictor.predict(long_posts), strict=True)
+    flagged = [p[:80] for p, s in scored if is_fake(s)]
     assert flagged == []

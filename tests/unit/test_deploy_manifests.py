@@ -220,22 +220,33 @@ def test_dashboard_is_generated_from_its_script() -> None:
     assert json.loads(tool["render"]()) == dashboard(), "run deploy/grafana/dashboard.py"
 
 
-def test_every_dashboard_query_is_filtered_by_job_namespace_and_instance() -> None:
+def test_every_dashboard_query_is_filtered_by_job_namespace_instance_and_mode() -> None:
     doc = dashboard()
     variables = {v["name"]: v for v in doc["templating"]["list"]}
-    assert {"datasource", "job", "namespace", "instance"} <= variables.keys()
+    assert {"datasource", "job", "namespace", "mode", "instance"} <= variables.keys()
     # "All" jobs are the jobs with modstream series, not every job (up{} would count them).
     assert "allValue" not in variables["job"]
     assert "modstream_" in variables["job"]["definition"]
+    # It opens on the live workers; "All" also matches series without the label.
+    assert variables["mode"]["current"]["value"] == ["live"]
+    assert variables["mode"]["allValue"] == ".*"
+    assert 'mode=~"$mode"' in variables["instance"]["definition"]
     panels = [p for p in doc["panels"] if p["type"] != "row"]
     for panel in panels:
         assert panel["targets"], panel["title"]
         for target in panel["targets"]:
-            selectors = re.findall(r"\b(modstream_\w+|up)\{([^}]*)\}", target["expr"])
-            assert selectors, target["expr"]
-            for _, labels in selectors:
+            expr = target["expr"]
+            selectors = re.findall(r"\b(modstream_\w+|up)\{([^}]*)\}", expr)
+            assert selectors, expr
+            for name, labels in selectors:
                 for var in ("job", "namespace", "instance"):
-                    assert f'{var}=~"${var}"' in labels, (panel["title"], target["expr"])
+                    assert f'{var}=~"${var}"' in labels, (panel["title"], expr)
+                # up has no mode label: it is joined to its target's modstream_model_info.
+                if name == "up":
+                    assert "and on (namespace, job, instance)" in expr, expr
+                    assert "modstream_model_info{" in expr, expr
+                else:
+                    assert 'mode=~"$mode"' in labels, (panel["title"], expr)
         assert panel["fieldConfig"]["defaults"]["noValue"] == "0", panel["title"]
     assert doc["editable"] is False
 

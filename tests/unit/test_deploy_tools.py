@@ -102,7 +102,7 @@ def test_every_dashboard_query_is_valid_promql(tmp_path: Path) -> None:
     exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
     assert len(exprs) > 20
     filled = [
-        re.sub(r"\$(job|namespace|instance)\b", ".*", e).replace("$__rate_interval", "5m")
+        re.sub(r"\$(job|namespace|instance|mode)\b", ".*", e).replace("$__rate_interval", "5m")
         for e in exprs
     ]
     rules = {"groups": [{"name": "dashboard", "rules": []}]}
