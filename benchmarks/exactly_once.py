@@ -29,6 +29,13 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--batch", type=int, default=Settings.model_fields["batch_max_size"].default)
     p.add_argument(
+        "--max-pending",
+        type=int,
+        default=500,
+        help="MODSTREAM_MAX_PENDING_RECORDS for both modes: it bounds a transaction, and the "
+        "timing (first commit to last) needs more than one",
+    )
+    p.add_argument(
         "--commit-interval-ms",
         type=int,
         default=Settings.model_fields["commit_interval_ms"].default,
@@ -37,13 +44,16 @@ def main() -> None:
     env = {k: os.environ[k] for k in ("MODSTREAM_KAFKA_BOOTSTRAP_SERVERS", "MODSTREAM_REDIS_URL")}
     texts, source = load_texts(args.posts)
     model = load_predictor(DEFAULT_ARTIFACT_DIR, device="cpu")
-    print(f"{source}; commit interval {args.commit_interval_ms} ms")
+    print(
+        f"{source}; commit interval {args.commit_interval_ms} ms, "
+        f"max pending {args.max_pending} records"
+    )
     rates: dict[str, list[float]] = {"at-least-once": [], "exactly-once": []}
     for _ in range(args.rounds):
         for mode in rates:
-            extra = {}
+            extra: dict[str, object] = {"max_pending_records": args.max_pending}
             if mode == "exactly-once":
-                extra = {
+                extra |= {
                     "processing_guarantee": mode,
                     "transactional_id": f"bench-{uuid.uuid4().hex[:8]}",
                     "commit_interval_ms": args.commit_interval_ms,

@@ -333,6 +333,8 @@ class Worker:
         of theirs still in a stage is dropped there, and a late acknowledgement ignored.
         Exactly-once: the group has moved on, so the open transaction cannot commit: it is
         aborted, and every partition restarts from its committed offset."""
+        if not revoked:  # kafka-python announces an empty revocation before the first join
+            return
         if self._txn is None:
             self._settle()
             self._checkpoint.commit(only=revoked)
