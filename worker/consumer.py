@@ -96,6 +96,12 @@ class InputConsumer:
         on_assigned: Callable[[set[Partition]], None],
     ) -> None:
         self._consumer.subscribe([self._topic], listener=_Listener(on_revoked, on_assigned))
+        # Fetch the topic's partitions now, before the first poll joins the group: a member
+        # that joins without them is assigned nothing and rejoins as soon as they arrive,
+        # and kafka-python 3.0.12 can lose that second join's result when a poll's timeout
+        # ends while it is in flight (the member then sits with no partitions and no
+        # heartbeat). With the partitions known, the first assignment is the real one.
+        self._consumer.partitions_for_topic(self._topic)
 
     def poll(self, timeout_ms: int, max_records: int) -> list[Record]:
         batches = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
