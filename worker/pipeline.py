@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
@@ -13,6 +14,11 @@ from worker.schema import MisinformationResult, Post, SentimentResult, Verdict
 
 class ResultCountError(RuntimeError):
     """The model returned a different number of results than it was given texts."""
+
+
+class NonFiniteScoreError(RuntimeError):
+    """The model returned NaN or infinity: a model failure, never a verdict (a NaN P(fake)
+    would pass every threshold test as false and allow the post)."""
 
 
 class Pipeline:
@@ -58,6 +64,9 @@ class Pipeline:
         scores = self.model.predict_encoded(encoded)
         if len(scores) != len(posts):
             raise ResultCountError(f"model returned {len(scores)} results for {len(posts)} posts")
+        for post, s in zip(posts, scores, strict=True):
+            if not all(math.isfinite(p) for dist in s.values() for p in dist.values()):
+                raise NonFiniteScoreError(f"model returned {s} for post {post.event.post_id}")
         now = self._clock()
         return [self._verdict(post, s, now) for post, s in zip(posts, scores, strict=True)]
 

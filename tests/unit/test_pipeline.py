@@ -5,7 +5,7 @@ import pytest
 
 from models.base import Encoded, Scores
 from tests.fakes import FakeModel
-from worker.pipeline import Pipeline, ResultCountError
+from worker.pipeline import NonFiniteScoreError, Pipeline, ResultCountError
 from worker.policy import Policy
 from worker.privacy import Pseudonymiser
 from worker.schema import Post, PostEvent, SourceRef
@@ -38,6 +38,19 @@ class ShortModel(FakeModel):
 def test_a_model_that_loses_a_result_is_an_error() -> None:
     pipe = Pipeline(ShortModel(), Policy(), Pseudonymiser(b"k"))
     with pytest.raises(ResultCountError):
+        pipe.classify(posts("a", "b"))
+
+
+class NanModel(FakeModel):
+    def predict_encoded(self, items: Sequence[Encoded]) -> list[Scores]:
+        out = super().predict_encoded(items)
+        out[-1]["misinformation"]["fake"] = float("nan")
+        return out
+
+
+def test_a_model_that_returns_nan_is_an_error_not_an_allow() -> None:
+    pipe = Pipeline(NanModel(), Policy(), Pseudonymiser(b"k"))
+    with pytest.raises(NonFiniteScoreError, match="p1"):
         pipe.classify(posts("a", "b"))
 
 
