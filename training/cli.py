@@ -93,10 +93,12 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     ft.add_argument("--resume", action="store_true", help="continue from --checkpoint-dir")
     ft.add_argument(
         "--select",
-        choices=["best", "last"],
+        choices=["best", "last", "average"],
         default="best",
-        help="export the epoch with the best mean validation metric, or the final one",
+        help="export the epoch with the best mean validation metric, the final one, or the "
+        "mean weights of the last --average-last epochs (no choice made on validation)",
     )
+    ft.add_argument("--average-last", type=int, default=2, help="epochs --select average uses")
 
 
 def load_tasks(args: argparse.Namespace) -> list[TaskData]:
@@ -180,6 +182,7 @@ def _finetune(
         checkpoint_dir=args.checkpoint_dir,
         resume=args.resume,
         select=args.select,
+        average_last=args.average_last,
     )
     result, model = finetune(tasks, cfg, ft)
     if cfg.mode == "lora":

@@ -46,7 +46,9 @@ class FinetuneConfig:
     stop_after: int | None = None  # end after this many epochs of the --epochs LR schedule
     checkpoint_dir: Path | None = None
     resume: bool = False
-    select: Literal["best", "last"] = "best"  # best mean validation metric, or final epoch
+    # best mean validation metric, the final epoch, or the mean of the last epochs' weights
+    select: Literal["best", "last", "average"] = "best"
+    average_last: int = 2  # epochs averaged by select="average"
 
 
 @dataclass
@@ -223,6 +225,7 @@ def finetune(
         bucketed_batches(train, cfg.batch_size, rng, ft.per_source_epoch)
     amp = autocast_dtype(device) if device.type == "cuda" else None
     best_state: dict[str, torch.Tensor] | None = None
+    recent: dict[int, dict[str, torch.Tensor]] = {}  # epoch -> trainable weights
     prior_seconds = float(state.get("seconds", 0.0))  # training time of earlier runs (resume)
     last_epoch = min(cfg.epochs, ft.stop_after or cfg.epochs)
     for epoch in range(state["epoch"], last_epoch):
@@ -250,8 +253,11 @@ def finetune(
         else:
             state["stale"] += 1
         _save(model, opt, sched, state, ft, best=False)
+        recent[epoch + 1] = trainable_state(model)
         if state["stale"] >= cfg.patience:
             break
+    if ft.select == "average":
+        _load_trainable(model, _average_last(recent, state["epoch"], ft))
     if ft.select == "best":
         if best_state is None and ft.checkpoint_dir is not None:  # resumed after the best epoch
             best_state = load_file(ft.checkpoint_dir / "best.safetensors")
@@ -303,7 +309,9 @@ def _epoch(
 
 def trainable_state(model: MultiTaskClassifier) -> dict[str, torch.Tensor]:
     names = {n for n, p in model.named_parameters() if p.requires_grad}
-    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k in names}
+    # clone: on the CPU, detach().cpu() would share storage with the live parameters, and a
+    # kept state (the best epoch, the epochs to average) would change as training goes on
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if k in names}
 
 
 def _load_trainable(model: MultiTaskClassifier, state: Mapping[str, torch.Tensor]) -> None:
@@ -329,11 +337,43 @@ def _save(
         ft.checkpoint_dir / ("best.safetensors" if best else "last.safetensors"),
     )
     if not best:
+        save_file(trainable_state(model), ft.checkpoint_dir / f"epoch-{state['epoch']}.safetensors")
         torch.save(
             {"optimizer": opt.state_dict(), "scheduler": sched.state_dict()},
             ft.checkpoint_dir / "optimizer.pt",
         )
         (ft.checkpoint_dir / "state.json").write_text(json.dumps(state, indent=1))
+
+
+def average_states(states: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The element-wise mean of several checkpoints of the same weights."""
+    if not states:
+        raise ValueError("nothing to average")
+    return {
+        k: torch.stack([s[k].float() for s in states]).mean(0).to(states[0][k].dtype)
+        for k in states[0]
+    }
+
+
+def _average_last(
+    recent: Mapping[int, Mapping[str, torch.Tensor]], last: int, ft: FinetuneConfig
+) -> dict[str, torch.Tensor]:
+    """Mean weights of the last ``ft.average_last`` epochs: those trained in this run, and
+    from the checkpoint directory those of a run this one resumed."""
+    epochs = range(max(1, last - ft.average_last + 1), last + 1)
+    states = []
+    for epoch in epochs:
+        if epoch in recent:
+            states.append(recent[epoch])
+        elif (
+            ft.checkpoint_dir is not None
+            and (f := ft.checkpoint_dir / f"epoch-{epoch}.safetensors").is_file()
+        ):
+            states.append(load_file(f))
+        else:
+            raise SystemExit(f"--select average: the weights of epoch {epoch} are not available")
+    log.info("exporting the mean weights of epochs %s", list(epochs))
+    return average_states(states)
 
 
 def _resume(

@@ -40,3 +40,35 @@ def test_lora_training_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
     assert resumed.history[0] == first.history[0]  # epoch 1 was not trained again
     assert resumed.history[-1]["train_loss"] < first.history[0]["train_loss"]
+
+
+def test_select_average_exports_the_mean_of_the_last_epochs(tmp_path: Path) -> None:
+    pytest.importorskip("peft")
+    from safetensors.torch import load_file
+
+    from training.finetune import average_states, trainable_state
+
+    ckpt = tmp_path / "ckpt"
+    cfg = TrainConfig(
+        mode="lora", epochs=2, batch_size=16, lr=3e-3, head_hidden=16, max_length=24, patience=5
+    )
+    ft = FinetuneConfig(checkpoint_dir=ckpt, select="average", average_last=2)
+    _, model = finetune(tiny(), cfg, ft)
+    epochs = [load_file(ckpt / f"epoch-{n}.safetensors") for n in (1, 2)]
+    exported = trainable_state(model)
+    expected = average_states(epochs)
+    assert set(exported) == set(expected)
+    for name, tensor in exported.items():
+        assert tensor.allclose(expected[name], atol=1e-6), name
+        assert not tensor.allclose(epochs[1][name]) or epochs[0][name].allclose(epochs[1][name])
+
+
+def test_average_states_is_the_element_wise_mean() -> None:
+    import torch
+
+    from training.finetune import average_states
+
+    a, b = {"w": torch.tensor([1.0, 3.0])}, {"w": torch.tensor([3.0, 5.0])}
+    assert average_states([a, b])["w"].tolist() == [2.0, 4.0]
+    with pytest.raises(ValueError):
+        average_states([])
