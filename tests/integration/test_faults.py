@@ -271,7 +271,6 @@ def stop_cleanly(child: Child) -> float:
 REDIS_OUTAGE_S = 65
 
 
-
 def test_a_redis_outage_mid_stream_makes_the_worker_unready_not_dead(
     services: Any,
     run_id: str,
