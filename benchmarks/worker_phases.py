@@ -9,7 +9,11 @@ from the output topic.
 from __future__ import annotations
 
 import json
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -156,7 +160,7 @@ def open_loop(
         wait(lambda: _done(worker) >= len(warm), "the warm-up posts")
         counters = Counters()
         started = time.perf_counter()
-        produce(settings, _events(texts, settings.group_id), rate=rate)
+        _produce_elsewhere(settings, _events(texts, settings.group_id), rate)
         wait(lambda: _done(worker) >= len(warm) + len(texts), "every offset")
         run = WorkerRun(len(texts), time.perf_counter() - started)
         counters.fill(run)
@@ -166,6 +170,19 @@ def open_loop(
         ms for post_id, ms in latencies.items() if not post_id.startswith("warm-")
     )
     return run
+
+
+def _produce_elsewhere(settings: Settings, events: list[dict[str, object]], rate: float) -> None:
+    """Send ``events`` at ``rate`` from another process (``modstream produce``), as a real
+    upstream would: a producer on a thread of this process would share the worker's GIL,
+    and the latency measured would be the harness's."""
+    with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as fh:
+        fh.writelines(json.dumps(e) + "\n" for e in events)
+    try:
+        cmd = [sys.executable, "-m", "worker", "produce", "--file", fh.name, "--rate", str(rate)]
+        subprocess.run(cmd, env=child_env(settings), check=True, capture_output=True)
+    finally:
+        os.unlink(fh.name)
 
 
 def _done(worker: Worker) -> int:
