@@ -5,7 +5,10 @@ shared with the benchmarks in modstream_dev/stack.py."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -76,3 +79,20 @@ def events(run_id: str, n: int, start: int = 0) -> list[dict[str, Any]]:
 
 def to_bytes(event: dict[str, Any]) -> bytes:
     return json.dumps(event).encode()
+
+
+def start_worker(settings: Settings, log: Path, **extra: str) -> subprocess.Popen[bytes]:
+    """A ``python -m worker run`` child for ``settings`` (see :func:`child_env`; ``extra``
+    are more MODSTREAM_* variables), its output appended to ``log``."""
+    with log.open("ab") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "worker", "run"],
+            env=child_env(settings, **extra),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def metrics_on(port: int) -> dict[str, str]:
+    """The child settings that serve /metrics, /healthz and /readyz on 127.0.0.1:``port``."""
+    return {"MODSTREAM_METRICS_PORT": str(port), "MODSTREAM_METRICS_HOST": "127.0.0.1"}

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -16,11 +14,11 @@ import pytest
 import redis
 
 from tests.integration.helpers import (
-    child_env,
     create_topics,
     events,
     read_topic,
     settings_for,
+    start_worker,
     to_bytes,
     verdict_keys,
     wait_for,
@@ -34,19 +32,14 @@ POSTS = 400
 BROKEN = 10
 
 
-def start_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
-    env = child_env(
-        settings,
-        MODSTREAM_PROCESSING_GUARANTEE="exactly-once",
-        MODSTREAM_TRANSACTIONAL_ID=f"{settings.group_id}-worker-0",
-        MODSTREAM_COMMIT_INTERVAL_MS="300",
-        MODSTREAM_MAX_PENDING_RECORDS="50",  # small transactions: the kill lands mid-way
-        MODSTREAM_MAX_POLL_RECORDS="50",
-    )
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "worker", "run"], env=env, stdout=out, stderr=subprocess.STDOUT
-        )
+def eos_env(settings: Settings) -> dict[str, str]:
+    return {
+        "MODSTREAM_PROCESSING_GUARANTEE": "exactly-once",
+        "MODSTREAM_TRANSACTIONAL_ID": f"{settings.group_id}-worker-0",
+        "MODSTREAM_COMMIT_INTERVAL_MS": "300",
+        "MODSTREAM_MAX_PENDING_RECORDS": "50",  # small transactions: the kill lands mid-way
+        "MODSTREAM_MAX_POLL_RECORDS": "50",
+    }
 
 
 def test_kill_9_and_restart_gives_read_committed_readers_each_post_once(
@@ -67,7 +60,7 @@ def test_kill_9_and_restart_gives_read_committed_readers_each_post_once(
     total = POSTS + BROKEN
     client = redis.Redis.from_url(services.redis_url)
 
-    first = start_worker(settings, log)
+    first = start_worker(settings, log, **eos_env(settings))
     try:
         # Killed once at least one transaction committed and more is in flight.
         wait_for(lambda: committed_total(settings) > 0, 180, "a first committed transaction")
@@ -81,7 +74,7 @@ def test_kill_9_and_restart_gives_read_committed_readers_each_post_once(
     assert committed_at_kill < total, "the stream should still be mid-way when killed"
 
     started = time.monotonic()
-    second = start_worker(settings, log)
+    second = start_worker(settings, log, **eos_env(settings))
     try:
         wait_for(lambda: committed_total(settings) == total, 240, "every offset committed")
         recovered_s = time.monotonic() - started

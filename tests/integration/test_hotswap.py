@@ -8,8 +8,6 @@ import json
 import shutil
 import signal
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -25,11 +23,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from models import DEFAULT_ARTIFACT_DIR
 from models.artifact import artifact_version
 from tests.integration.helpers import (
-    child_env,
     create_topics,
     events,
+    metrics_on,
     read_topic,
     settings_for,
+    start_worker,
     to_bytes,
     verdict_keys,
     wait_for,
@@ -164,19 +163,15 @@ def test_the_model_swaps_under_load_and_a_broken_artifact_is_refused(
 
     log = tmp_path / "worker.log"
     port = free_port()
-    env = child_env(
-        settings,
-        MODSTREAM_MODEL_DIR=str(link),
-        MODSTREAM_MODEL_WATCH_INTERVAL_SECONDS="0.5",
-        MODSTREAM_METRICS_PORT=str(port),
-        MODSTREAM_METRICS_HOST="127.0.0.1",
-    )
     client = redis.Redis.from_url(services.redis_url)
     stream = Stream(settings, run_id, start=0)
-    with log.open("ab") as out:
-        child = subprocess.Popen(
-            [sys.executable, "-m", "worker", "run"], env=env, stdout=out, stderr=subprocess.STDOUT
-        )
+    child = start_worker(
+        settings,
+        log,
+        MODSTREAM_MODEL_DIR=str(link),
+        MODSTREAM_MODEL_WATCH_INTERVAL_SECONDS="0.5",
+        **metrics_on(port),
+    )
     try:
         stream.send(60)
         wait_for(lambda: len(verdict_keys(client, run_id)) >= 60, 180, "the first verdicts")

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import signal
 import socket
-import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
@@ -14,15 +12,15 @@ import redis
 
 from tests.fakes import REQUIRED_METRICS
 from tests.integration.helpers import (
-    child_env,
     create_topics,
     events,
+    metrics_on,
     settings_for,
+    start_worker,
     to_bytes,
     verdict_keys,
     wait_for,
 )
-from worker.config import Settings
 from worker.kafka_client import make_producer
 
 pytestmark = pytest.mark.integration
@@ -32,18 +30,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def start_worker(settings: Settings, metrics_port: int, log: Path) -> subprocess.Popen[bytes]:
-    env = child_env(
-        settings,
-        MODSTREAM_METRICS_PORT=str(metrics_port),
-        MODSTREAM_METRICS_HOST="127.0.0.1",
-    )
-    with log.open("ab") as out:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(
-            [sys.executable, "-m", "worker", "run"], env=env, stdout=out, stderr=subprocess.STDOUT
-        )
 
 
 def scrape(port: int) -> str:
@@ -67,7 +53,7 @@ def test_killed_worker_restarts_without_losing_a_post_and_serves_metrics(
     client = redis.Redis.from_url(services.redis_url)
 
     port = free_port()
-    first = start_worker(settings, port, log)
+    first = start_worker(settings, log, **metrics_on(port))
     try:
         wait_for(lambda: len(verdict_keys(client, run_id)) >= 60, 180, "the first verdicts")
         body = scrape(port)
@@ -87,7 +73,7 @@ def test_killed_worker_restarts_without_losing_a_post_and_serves_metrics(
     producer.flush()
     producer.close()
 
-    second = start_worker(settings, port, log)
+    second = start_worker(settings, log, **metrics_on(port))
     try:
         wait_for(lambda: len(verdict_keys(client, run_id)) >= 500, 240, "all 500 verdicts")
         second.send_signal(signal.SIGTERM)
