@@ -52,7 +52,7 @@ test-integration: $(STAMP) stack-up
 
 # The shipped model's recipe: LoRA for 3 epochs, all sentiment examples every epoch and at
 # most 8,000 per misinformation source group per epoch; the mean weights of epochs 2 and 3
-# ship (no epoch chosen on validation). About 70 min on 2 idle CPU cores plus 5 for scoring
+# ship (no epoch chosen on validation). An epoch is 20-25 min on 2 idle CPU cores; 5 for scoring
 # and the baseline; checkpointed every epoch (add --resume).
 train: $(STAMP)
 	$(VENV)/bin/modstream train --mode lora --data-dir ../shared/data --out models/default \
