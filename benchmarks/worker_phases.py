@@ -219,20 +219,22 @@ def _epoch_ms(iso: str) -> float:
     return datetime.fromisoformat(iso).timestamp() * 1000.0
 
 
-def worker_process_rss_mib(texts: list[str], env: dict[str, str], batch: int) -> float:
-    """Peak resident memory of a real ``modstream run`` process (its own model, nothing of
-    this harness) after it has worked through ``texts`` from a backlog."""
+def worker_process_rss_mib(
+    texts: list[str], env: dict[str, str], batch: int, device: str = "auto"
+) -> float:
+    """Peak resident memory of a real ``modstream run`` process (its own model on ``device``,
+    nothing of this harness) after it has worked through ``texts`` from a backlog."""
     import signal
     import subprocess
     import sys
     from pathlib import Path
 
-    settings = bench_settings(env, batch)
+    settings = bench_settings(env, batch, device=device)
     create_topics(settings)
     produce(settings, _events(texts, settings.group_id))
     child = subprocess.Popen(
         [sys.executable, "-m", "worker", "run"],
-        env=child_env(settings, MODSTREAM_BATCH_MAX_SIZE=str(batch)),
+        env=child_env(settings, MODSTREAM_BATCH_MAX_SIZE=str(batch), MODSTREAM_DEVICE=device),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
