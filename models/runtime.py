@@ -302,7 +302,9 @@ def load_model(directory: Path) -> tuple[MultiTaskClassifier, object]:
 
         merge_lora(encoder, tensors["adapters"], config.lora or {})
     elif config.mode == "full":
-        encoder.load_state_dict(tensors["encoder"])
+        # The artifact's tensors become the parameters (no copy): both loads map their files
+        # lazily, and copying would hold a second encoder in memory (+170 MiB at the peak).
+        encoder.load_state_dict(tensors.pop("encoder"), assign=True)
     heads = MultiTaskHeads(encoder.config.hidden_size, config.head_hidden, config.labels)
     heads.load_state_dict(tensors["heads"])
     return MultiTaskClassifier(encoder, heads), load_tokenizer(base)

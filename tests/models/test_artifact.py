@@ -109,6 +109,33 @@ def copy_artifact(src: Path, dst: Path) -> Path:
     return dst
 
 
+def test_a_full_artifact_serves_its_own_encoder_weights(trained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """mode "full" ships every encoder weight; the loader must use them, not the base's."""
+    from models.artifact import load_tensors, save_artifact
+    from models.encoder import load_encoder
+    from models.runtime import load_model
+
+    frozen = trained[0]
+    config = read_config(frozen)
+    state = load_encoder().state_dict()
+    word = "embeddings.word_embeddings.weight"
+    state[word] = state[word] * 0.5  # a visibly different encoder
+    heads = load_tensors(frozen, config)["heads"]
+    save_artifact(
+        tmp_path / "full",
+        config.model_copy(update={"mode": "full"}),
+        {"heads": heads, "encoder": state},
+    )
+    model, _ = load_model(tmp_path / "full")
+    torch.testing.assert_close(model.encoder.state_dict()[word], state[word])
+    text = ["what a wonderful day number 3"]
+    full, base = (
+        load_predictor(tmp_path / "full", device="cpu"),
+        load_predictor(frozen, device="cpu"),
+    )
+    assert full.predict(text) != base.predict(text)
+
+
 def test_tampered_weights_are_refused(trained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     d = copy_artifact(trained[0], tmp_path / "a")
     data = bytearray((d / "heads.safetensors").read_bytes())
