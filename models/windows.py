@@ -181,6 +181,10 @@ def corrected(dist: Mapping[str, float], label: str, k: int) -> dict[str, float]
     (capped at 1 in all), ``label`` keeping what is left."""
     rest = 1.0 - dist[label]
     scaled = min(1.0, k * rest)
-    out = {name: p * scaled / rest if rest > 0 else 0.0 for name, p in dist.items()}
+    # The other labels share ``scaled`` in their own proportions. Dividing by their own sum,
+    # not by ``rest``: a float32 softmax does not sum to exactly 1, and p / rest gave scores
+    # above 1 (1.000000135) once the cap applied.
+    others = sum(p for name, p in dist.items() if name != label)
+    out = {name: p / others * scaled if others > 0 else 0.0 for name, p in dist.items()}
     out[label] = 1.0 - scaled
     return out

@@ -175,6 +175,15 @@ def test_the_correction_keeps_a_distribution() -> None:
     assert corrected({"a": 1.0, "b": 0.0}, "a", 5) == {"a": 1.0, "b": 0.0}
 
 
+def test_the_capped_correction_of_a_float32_softmax_stays_a_probability() -> None:
+    # A float32 softmax's pair does not sum to exactly 1; capped at 1, the other label must
+    # read 1.0, not p / (1 - P(fake)) = 1.0000004.
+    dist = {"real": 0.25 + 1e-7, "fake": 0.75}
+    assert corrected(dist, "fake", 8) == {"real": 1.0, "fake": 0.0}
+    out = corrected({"a": 0.6, "b": 0.3000001, "c": 0.1}, "a", 5)
+    assert all(0.0 <= v <= 1.0 for v in out.values()) and sum(out.values()) == pytest.approx(1.0)
+
+
 def test_fold_of_one_window_is_that_window() -> None:
     only = scores(0.3, 0.3)
     assert fold_windows([only]) == only
