@@ -14,7 +14,7 @@ help:
 	@echo "make tools       promtool (apt, as root) and kube-score (go) for the deploy/ tests"
 	@echo "make stack-up    start the local stack (Kafka KRaft + Redis, no Docker); see .stack/env"
 	@echo "make stack-down  stop it"
-	@echo "make train       retrain the shipped model from ../shared/data (LoRA, ~50 min on 2 CPU cores)"
+	@echo "make train       retrain the shipped model from ../shared/data (full fine-tuning, ~1 h on 2 CPU cores)"
 	@echo "make train-frozen  heads on the frozen encoder into models/frozen (minutes once cached)"
 	@echo "make bench       one post at a time vs batched vs the worker end to end (BENCH_ARGS=--posts 500)"
 	@echo "make lint        ruff and mypy"
@@ -50,14 +50,15 @@ test-unit: $(STAMP) tools
 test-integration: $(STAMP) stack-up
 	source .stack/env && $(PY) -m pytest -q -ra -m integration
 
-# The shipped model's recipe: LoRA for 3 epochs, all sentiment examples every epoch and at
-# most 8,000 per misinformation source group per epoch; the mean weights of epochs 2 and 3
-# ship (no epoch chosen on validation). An epoch is 20-25 min on 2 idle CPU cores; 5 for scoring
-# and the baseline; checkpointed every epoch (add --resume).
+# The shipped model's recipe: full fine-tuning for 3 epochs, all sentiment examples every
+# epoch and at most 8,000 per misinformation source group per epoch; the mean weights of
+# epochs 2 and 3 ship (no epoch chosen on validation). An epoch is about 20 min on 2 CPU
+# cores (57 min in all, then 5 for scoring and the baseline; about 5 min on one H200);
+# checkpointed every epoch (add --resume).
 train: $(STAMP)
-	$(VENV)/bin/modstream train --mode lora --data-dir ../shared/data --out models/default \
+	$(VENV)/bin/modstream train --mode full --data-dir ../shared/data --out models/default \
 		--epochs 3 --batch-size 32 --patience 99 --per-source-epoch 8000 \
-		--select average --average-last 2 --checkpoint-dir $(HOME)/.cache/modstream/ckpt-general
+		--select average --average-last 2 --checkpoint-dir $(HOME)/.cache/modstream/ckpt-full
 
 train-frozen: $(STAMP)
 	$(VENV)/bin/modstream train --mode frozen --data-dir ../shared/data --out models/frozen
