@@ -52,8 +52,8 @@ test-integration: $(STAMP) stack-up
 
 # The shipped model's recipe: full fine-tuning for 3 epochs, all sentiment examples every
 # epoch and at most 8,000 per misinformation source group per epoch; the mean weights of
-# epochs 2 and 3 ship (no epoch chosen on validation). An epoch is about 20 min on 2 CPU
-# cores (57 min in all, then 5 for scoring and the baseline; about 5 min on one H200);
+# epochs 2 and 3 ship (no epoch chosen on validation). An epoch is 18-21 min on 2 CPU
+# cores (57 min in all, then 1.5 for scoring and the baseline; about 5 min on one H200);
 # checkpointed every epoch (add --resume).
 train: $(STAMP)
 	$(VENV)/bin/modstream train --mode full --data-dir ../shared/data --out models/default \
