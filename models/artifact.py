@@ -3,7 +3,8 @@
     config.json        base encoder name and weights sha256, label maps, max length,
                        preprocessing version, temperatures, policy thresholds, and the
                        sha256 of every weights file
-    heads.safetensors  the task heads (and, for LoRA artifacts, adapters.safetensors)
+    heads.safetensors  the task heads (and encoder.safetensors for full fine-tuning, or
+                       adapters.safetensors for LoRA)
     metrics.json       validation figures          MODEL_CARD.md   what it is for, limits
 
 The version is a hash of config.json, which pins every weights file by its hash, so any

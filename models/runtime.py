@@ -286,7 +286,8 @@ class Predictor:
 
 
 def load_model(directory: Path) -> tuple[MultiTaskClassifier, object]:
-    """The artifact's network (LoRA merged) and tokenizer; refuses other encoder weights."""
+    """The artifact's network (its own encoder weights, or LoRA merged) and tokenizer; refuses
+    other base encoder weights."""
     config = read_config(directory)
     base = encoder_dir()
     actual = encoder_sha256(base)
