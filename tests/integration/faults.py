@@ -21,16 +21,12 @@ import redis
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
+from tests.integration.helpers import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 KAFKA_POM = ROOT / "deploy" / "local" / "kafka" / "pom.xml"
 KAFKA_LOG4J = ROOT / "deploy" / "local" / "kafka" / "log4j2.properties"
 STOP_S = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _port_open(port: int) -> bool:

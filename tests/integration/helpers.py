@@ -5,9 +5,11 @@ shared with the benchmarks in modstream_dev/stack.py."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +93,19 @@ def start_worker(settings: Settings, log: Path, **extra: str) -> subprocess.Pope
             stdout=out,
             stderr=subprocess.STDOUT,
         )
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def scrape(port: int) -> str:
+    """The /metrics text a child serves on 127.0.0.1:``port``."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        return str(resp.read().decode())
 
 
 def metrics_on(port: int) -> dict[str, str]:

@@ -32,11 +32,12 @@ import redis
 from kafka import KafkaConsumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.faults import KafkaBroker, RedisServer, free_port
+from tests.integration.faults import KafkaBroker, RedisServer
 from tests.integration.helpers import (
     child_env,
     create_topics,
     events,
+    free_port,
     settings_for,
     to_bytes,
     verdict_keys,

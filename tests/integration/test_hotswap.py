@@ -25,15 +25,16 @@ from models.artifact import artifact_version
 from tests.integration.helpers import (
     create_topics,
     events,
+    free_port,
     metrics_on,
     read_topic,
+    scrape,
     settings_for,
     start_worker,
     to_bytes,
     verdict_keys,
     wait_for,
 )
-from tests.integration.test_restart import free_port, scrape
 from worker.config import Settings
 from worker.kafka_client import make_producer
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import signal
-import socket
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -14,7 +12,9 @@ from tests.fakes import REQUIRED_METRICS
 from tests.integration.helpers import (
     create_topics,
     events,
+    free_port,
     metrics_on,
+    scrape,
     settings_for,
     start_worker,
     to_bytes,
@@ -24,17 +24,6 @@ from tests.integration.helpers import (
 from worker.kafka_client import make_producer
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-        return resp.read().decode()
 
 
 def test_killed_worker_restarts_without_losing_a_post_and_serves_metrics(
