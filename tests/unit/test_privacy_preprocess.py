@@ -1,7 +1,10 @@
+import html
+import re
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.preprocess import normalise, normalise_reference
+from models.preprocess import normalise
 from worker.privacy import Pseudonymiser
 
 
@@ -53,6 +56,15 @@ _PIECES = [
     "\u3000",
     "\u200b",
 ]
+
+
+def normalise_reference(text: str) -> str:
+    """normalise() as plainly as it can be written: every rewrite on every text."""
+    text = re.sub(r"\\u([0-9a-fA-F]{4})", lambda m: chr(int(m.group(1), 16)), text)
+    text = html.unescape(text)
+    text = re.sub(r"(?:https?://|www\.)\S+", "http", text, flags=re.IGNORECASE)
+    text = re.sub(r"(?<![\w@])@\w{1,30}", "@user", text)
+    return re.sub(r"\s+", " ", text).strip()
 
 
 @settings(max_examples=400, deadline=None)
