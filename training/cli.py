@@ -99,6 +99,13 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         "mean weights of the last --average-last epochs (no choice made on validation)",
     )
     ft.add_argument("--average-last", type=int, default=2, help="epochs --select average uses")
+    ft.add_argument(
+        "--precision",
+        choices=["auto", "fp32"],
+        default="auto",
+        help="auto: bf16 autocast where the device has it natively (CUDA, or a CPU with AMX "
+        "or AVX-512 BF16), else fp32; fp32: never autocast",
+    )
 
 
 def load_tasks(args: argparse.Namespace) -> list[TaskData]:
@@ -183,6 +190,7 @@ def _finetune(
         resume=args.resume,
         select=args.select,
         average_last=args.average_last,
+        precision=args.precision,
     )
     result, model = finetune(tasks, cfg, ft)
     if cfg.mode == "lora":

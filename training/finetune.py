@@ -49,6 +49,9 @@ class FinetuneConfig:
     # best mean validation metric, the final epoch, or the mean of the last epochs' weights
     select: Literal["best", "last", "average"] = "best"
     average_last: int = 2  # epochs averaged by select="average"
+    # "auto": bf16/fp16 autocast where the device computes it natively (CUDA; CPUs with AMX or
+    # AVX-512 BF16, where a training step is about 1.6x faster); "fp32": none
+    precision: Literal["auto", "fp32"] = "auto"
 
 
 @dataclass
@@ -166,11 +169,14 @@ def build_model(
 
 @torch.no_grad()
 def val_logits(
-    model: MultiTaskClassifier, data: Mapping[str, Encoded], device: torch.device, batch: int = 128
+    model: MultiTaskClassifier,
+    data: Mapping[str, Encoded],
+    device: torch.device,
+    batch: int = 128,
+    amp: torch.dtype | None = None,
 ) -> dict[str, torch.Tensor]:
     model.eval()
     out = {}
-    amp = autocast_dtype(device) if device.type == "cuda" else None
     for task, enc in data.items():
         order = sorted(range(len(enc.ids)), key=lambda i: len(enc.ids[i]))
         parts = []
@@ -223,7 +229,8 @@ def finetune(
     for _ in range(state["epoch"]):
         # Replay the data order of finished epochs.
         bucketed_batches(train, cfg.batch_size, rng, ft.per_source_epoch)
-    amp = autocast_dtype(device) if device.type == "cuda" else None
+    amp = autocast_dtype(device) if ft.precision == "auto" else None
+    log.info("training on %s, autocast %s", device, amp)
     best_state: dict[str, torch.Tensor] | None = None
     recent: dict[int, dict[str, torch.Tensor]] = {}  # epoch -> trainable weights
     prior_seconds = float(state.get("seconds", 0.0))  # training time of earlier runs (resume)
@@ -231,7 +238,7 @@ def finetune(
     for epoch in range(state["epoch"], last_epoch):
         batches = bucketed_batches(train, cfg.batch_size, rng, ft.per_source_epoch)
         loss = _epoch(model, train, batches, losses, opt, sched, device, amp, epoch)
-        logits = val_logits(model, val, device)
+        logits = val_logits(model, val, device, amp=amp)
         scores = {
             t.task: primary_metric(
                 t.task,
@@ -263,7 +270,7 @@ def finetune(
             best_state = load_file(ft.checkpoint_dir / "best.safetensors")
         if best_state is not None:
             _load_trainable(model, best_state)
-    best_val = val_logits(model, val, device)
+    best_val = val_logits(model, val, device, amp=amp)
     model.cpu()
     result = TrainResult(
         model.heads,

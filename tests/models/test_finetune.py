@@ -72,3 +72,35 @@ def test_average_states_is_the_element_wise_mean() -> None:
     assert average_states([a, b])["w"].tolist() == [2.0, 4.0]
     with pytest.raises(ValueError):
         average_states([])
+
+
+@pytest.mark.parametrize("precision", ["auto", "fp32"])
+def test_precision_auto_autocasts_where_the_device_has_bf16_and_fp32_never(
+    precision: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--precision auto`` trains under bf16 autocast where the probe finds native bf16 (here
+    made to find it); ``fp32`` never autocasts, whatever the probe says (the shipped recipe)."""
+    pytest.importorskip("peft")
+    import torch
+
+    from training import finetune as module
+
+    real = torch.autocast
+    seen: list[tuple[torch.dtype | None, bool]] = []
+
+    def spy(device_type: str, dtype: torch.dtype | None = None, enabled: bool = True) -> object:
+        seen.append((dtype, enabled))
+        return real(device_type, dtype=dtype, enabled=enabled)
+
+    monkeypatch.setattr(module, "autocast_dtype", lambda device: torch.bfloat16)
+    monkeypatch.setattr(torch, "autocast", spy)
+    cfg = TrainConfig(
+        mode="lora", epochs=1, batch_size=16, lr=3e-3, head_hidden=16, max_length=24, patience=5
+    )
+    result, _ = finetune(tiny(), cfg, FinetuneConfig(precision=precision))  # type: ignore[arg-type]
+    assert seen  # training and validation both ran under torch.autocast
+    if precision == "auto":
+        assert all(s == (torch.bfloat16, True) for s in seen)
+    else:
+        assert not any(enabled for _, enabled in seen)
+    assert all(torch.isfinite(v).all() for v in result.val_logits.values())
