@@ -134,7 +134,10 @@ def build_worker(
     timeout = settings.sink_timeout_seconds
     pipeline = pipeline or make_pipeline(settings, model)
     limits = BatchLimits(
-        settings.batch_max_size, settings.batch_max_wait_ms / 1000.0, settings.batch_token_budget
+        settings.batch_max_size,
+        settings.batch_max_wait_ms / 1000.0,
+        settings.batch_token_budget,
+        settings.batch_max_padding,
     )
     batcher: MicroBatcher[Prepared] = MicroBatcher(
         limits, lambda p: Size(p.encoded.rows, p.encoded.tokens)

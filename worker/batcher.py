@@ -6,7 +6,10 @@ items), when the waiting work fills the token budget, when the oldest item has w
 ``max_wait_s``, or when the caller says the model is idle (no reason to hold posts back
 then). A batch always holds the oldest waiting item (so none waits past ``max_wait_s``
 for lack of a batch), filled with the waiting items closest to it in length, as long as
-``rows x longest`` stays within ``token_budget``: padding is paid on every row.
+``rows x longest`` stays within ``token_budget`` and the padding share within ``max_padding``
+(padding is paid on every row: on a CPU a batch costs its padded tokens, so two batches of
+like lengths cost less than one mixed one; the rest wait for the next batch, never past
+``max_wait_s``).
 The clock is injected, so tests drive time by hand.
 """
 
@@ -29,6 +32,7 @@ class BatchLimits:
     max_size: int
     max_wait_s: float
     token_budget: int
+    max_padding: float = 1.0  # most of a batch's padded tokens that may be padding (1: any)
 
     def __post_init__(self) -> None:
         if self.max_size < 1:
@@ -37,6 +41,8 @@ class BatchLimits:
             raise ValueError("max_wait_s must not be negative")
         if self.token_budget < 1:
             raise ValueError("token_budget must be at least 1")
+        if not 0.0 <= self.max_padding <= 1.0:
+            raise ValueError("max_padding must be between 0 and 1")
 
 
 class Size(NamedTuple):
@@ -121,14 +127,19 @@ class MicroBatcher(Generic[T]):
         candidates = sorted(window, key=lambda e: (abs(e.size.tokens - anchor), e.seq))
         chosen = [oldest]
         rows, longest = oldest.size.rows, oldest.size.tokens
+        real = rows * longest  # tokens before padding (a post's rows counted at its longest)
         for entry in candidates:
             if len(chosen) >= self._limits.max_size:
                 break
             grown = max(longest, entry.size.tokens)
-            if (rows + entry.size.rows) * grown > self._limits.token_budget:
+            padded = (rows + entry.size.rows) * grown
+            if padded > self._limits.token_budget:
                 continue  # a shorter one further down the list may still fit
+            grown_real = real + entry.size.rows * entry.size.tokens
+            if 1.0 - grown_real / padded > self._limits.max_padding:
+                continue  # it would pad the batch too much; it waits for a closer match
             chosen.append(entry)
-            rows, longest = rows + entry.size.rows, grown
+            rows, longest, real = rows + entry.size.rows, grown, grown_real
         chosen.sort(key=lambda e: e.seq)
         for entry in chosen:
             del self._entries[entry.seq]

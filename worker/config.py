@@ -132,6 +132,14 @@ class Settings(BaseSettings):
     batch_token_budget: int = Field(
         8192, ge=16, description="Most padded tokens (size x longest) in one micro-batch."
     )
+    batch_max_padding: float = Field(
+        0.25,
+        ge=0.0,
+        le=1.0,
+        description="Most of a micro-batch's padded tokens that may be padding; posts that "
+        "would pad it more wait for the next batch (1: no limit, e.g. on a GPU, where "
+        "padding costs little and each batch has a fixed cost).",
+    )
     policy_block_fake: float | None = Field(
         None, ge=0, le=1, description="Override: block when P(fake) reaches this."
     )

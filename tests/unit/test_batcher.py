@@ -138,3 +138,35 @@ def test_a_batch_is_chosen_among_the_oldest_lookahead_batches_worth_only() -> No
     b.extend([10] + [100] * (window - 1) + [10])  # the matching 10 arrives past the window
     assert b.take() == [10, 100]
     assert len(b) == window - 1
+
+
+def padding_capped(max_padding: float) -> MicroBatcher[int]:
+    return MicroBatcher(
+        BatchLimits(8, 0.05, 1000, max_padding), lambda x: Size(1, x), ManualClock()
+    )
+
+
+def test_posts_that_would_pad_the_batch_past_the_cap_wait_for_the_next_one() -> None:
+    b = padding_capped(0.25)
+    b.extend([10, 10, 40, 11])
+    # 10, 10 and 11 pad to 33 tokens with 2 of padding (6%); 40 would make it 160 with 89
+    assert b.take() == [10, 10, 11]
+    assert b.take() == [40]
+
+
+def test_without_a_padding_cap_one_batch_takes_every_length() -> None:
+    b = padding_capped(1.0)
+    b.extend([10, 10, 40, 11])
+    assert b.take() == [10, 10, 40, 11]
+
+
+def test_the_oldest_post_goes_first_even_when_nothing_matches_its_length() -> None:
+    b = padding_capped(0.25)
+    b.extend([40, 10, 10, 10])
+    assert b.take() == [40]
+    assert b.take() == [10, 10, 10]
+
+
+def test_the_padding_cap_must_be_a_share() -> None:
+    with pytest.raises(ValueError, match="max_padding"):
+        BatchLimits(1, 0.1, 10, 1.5)
