@@ -51,6 +51,11 @@ class Size(NamedTuple):
     rows: int
     tokens: int
 
+    @property
+    def work(self) -> int:
+        """Tokens before padding (a post's rows counted at its longest window)."""
+        return self.rows * self.tokens
+
 
 class _Entry(NamedTuple, Generic[T]):
     seq: int  # arrival order
@@ -87,7 +92,7 @@ class MicroBatcher(Generic[T]):
         size = Size(max(1, rows), max(1, tokens))
         seq = next(self._seq)
         self._entries[seq] = _Entry(seq, item, size, self._clock())
-        self._work += size.rows * size.tokens
+        self._work += size.work
 
     def extend(self, items: Iterable[T]) -> None:
         for item in items:
@@ -127,7 +132,7 @@ class MicroBatcher(Generic[T]):
         candidates = sorted(window, key=lambda e: (abs(e.size.tokens - anchor), e.seq))
         chosen = [oldest]
         rows, longest = oldest.size.rows, oldest.size.tokens
-        real = rows * longest  # tokens before padding (a post's rows counted at its longest)
+        real = oldest.size.work
         for entry in candidates:
             if len(chosen) >= self._limits.max_size:
                 break
@@ -135,7 +140,7 @@ class MicroBatcher(Generic[T]):
             padded = (rows + entry.size.rows) * grown
             if padded > self._limits.token_budget:
                 continue  # a shorter one further down the list may still fit
-            grown_real = real + entry.size.rows * entry.size.tokens
+            grown_real = real + entry.size.work
             if 1.0 - grown_real / padded > self._limits.max_padding:
                 continue  # it would pad the batch too much; it waits for a closer match
             chosen.append(entry)
@@ -143,7 +148,7 @@ class MicroBatcher(Generic[T]):
         chosen.sort(key=lambda e: e.seq)
         for entry in chosen:
             del self._entries[entry.seq]
-            self._work -= entry.size.rows * entry.size.tokens
+            self._work -= entry.size.work
         return [e.item for e in chosen]
 
     def drop(self, keep: Callable[[T], bool]) -> list[T]:
@@ -151,5 +156,5 @@ class MicroBatcher(Generic[T]):
         dropped = [e for e in self._entries.values() if not keep(e.item)]
         for entry in dropped:
             del self._entries[entry.seq]
-            self._work -= entry.size.rows * entry.size.tokens
+            self._work -= entry.size.work
         return [e.item for e in dropped]
