@@ -84,6 +84,12 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         "(a fresh draw every epoch), so no single data set dominates a task",
     )
     ft.add_argument(
+        "--balance-sources",
+        action="store_true",
+        help="with --per-source-epoch: draw a smaller source group up to it too (all of it, "
+        "then random repeats), so every group weighs the same in each epoch",
+    )
+    ft.add_argument(
         "--stop-after",
         type=int,
         default=None,
@@ -185,6 +191,7 @@ def _finetune(
         encoder_lr=args.encoder_lr or (5e-4 if cfg.mode == "lora" else 5e-5),
         max_train_per_task=args.max_train_per_task,
         per_source_epoch=args.per_source_epoch,
+        balance_sources=args.balance_sources,
         stop_after=args.stop_after,
         checkpoint_dir=args.checkpoint_dir,
         resume=args.resume,

@@ -43,6 +43,9 @@ class FinetuneConfig:
     warmup: float = 0.06
     max_train_per_task: int | None = None
     per_source_epoch: int | None = None  # cap per source group and epoch (several sources only)
+    # with per_source_epoch: also draw smaller groups up to it (repeats), so every source
+    # group weighs the same in each epoch
+    balance_sources: bool = False
     stop_after: int | None = None  # end after this many epochs of the --epochs LR schedule
     checkpoint_dir: Path | None = None
     resume: bool = False
@@ -72,10 +75,14 @@ def encode(task: TaskData, split: str, tokenizer: Any, max_length: int) -> Encod
     )
 
 
-def epoch_indices(enc: Encoded, per_source: int | None, rng: random.Random) -> list[int]:
+def epoch_indices(
+    enc: Encoded, per_source: int | None, rng: random.Random, balance: bool = False
+) -> list[int]:
     """The examples one epoch trains on: everything, or, where a task has several source
     groups, at most ``per_source`` drawn afresh from each group, so a large data set (17,000
-    celebrity headlines) does not drown a small one (6,000 COVID tweets)."""
+    celebrity headlines) does not drown a small one (6,000 COVID tweets). With ``balance``
+    a smaller group is drawn up to ``per_source`` too: all of it, then random repeats, so
+    every group has the same weight in the epoch."""
     by_group: dict[str, list[int]] = {}
     for i, group in enumerate(enc.groups):
         by_group.setdefault(group, []).append(i)
@@ -84,7 +91,12 @@ def epoch_indices(enc: Encoded, per_source: int | None, rng: random.Random) -> l
     out: list[int] = []
     for group in sorted(by_group):
         idx = by_group[group]
-        out += idx if len(idx) <= per_source else rng.sample(idx, per_source)
+        if len(idx) > per_source:
+            out += rng.sample(idx, per_source)
+        elif balance:
+            out += idx + rng.choices(idx, k=per_source - len(idx))
+        else:
+            out += idx
     return out
 
 
@@ -123,11 +135,12 @@ def bucketed_batches(
     batch_size: int,
     rng: random.Random,
     per_source: int | None = None,
+    balance: bool = False,
 ) -> list[tuple[str, list[int]]]:
     """Minibatches of similar length, one task each, in random order."""
     batches = []
     for task, enc in data.items():
-        order = epoch_indices(enc, per_source, rng)
+        order = epoch_indices(enc, per_source, rng, balance)
         rng.shuffle(order)
         chunk = batch_size * 50
         for start in range(0, len(order), chunk):
@@ -214,9 +227,13 @@ def finetune(
         weight_decay=cfg.weight_decay,
     )
     rng = random.Random(cfg.seed)
-    steps_per_epoch = len(
-        bucketed_batches(train, cfg.batch_size, random.Random(0), ft.per_source_epoch)
-    )
+
+    def draw(rng: random.Random) -> list[tuple[str, list[int]]]:
+        return bucketed_batches(
+            train, cfg.batch_size, rng, ft.per_source_epoch, ft.balance_sources
+        )
+
+    steps_per_epoch = len(draw(random.Random(0)))
     total = steps_per_epoch * cfg.epochs
     from transformers import get_linear_schedule_with_warmup
 
@@ -228,7 +245,7 @@ def finetune(
     )
     for _ in range(state["epoch"]):
         # Replay the data order of finished epochs.
-        bucketed_batches(train, cfg.batch_size, rng, ft.per_source_epoch)
+        draw(rng)
     amp = autocast_dtype(device) if ft.precision == "auto" else None
     log.info("training on %s, autocast %s", device, amp)
     best_state: dict[str, torch.Tensor] | None = None
@@ -236,7 +253,7 @@ def finetune(
     prior_seconds = float(state.get("seconds", 0.0))  # training time of earlier runs (resume)
     last_epoch = min(cfg.epochs, ft.stop_after or cfg.epochs)
     for epoch in range(state["epoch"], last_epoch):
-        batches = bucketed_batches(train, cfg.batch_size, rng, ft.per_source_epoch)
+        batches = draw(rng)
         loss = _epoch(model, train, batches, losses, opt, sched, device, amp, epoch)
         logits = val_logits(model, val, device, amp=amp)
         scores = {

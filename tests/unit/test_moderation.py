@@ -111,3 +111,14 @@ def test_each_epoch_draws_at_most_the_cap_from_each_source_group() -> None:
     # One source (or no cap): everything, every epoch.
     assert epoch_indices(_encoded(["only"] * 50), 20, random.Random(1)) == list(range(50))
     assert len(epoch_indices(enc, None, random.Random(1))) == 140
+
+
+def test_balanced_epochs_draw_every_source_group_up_to_the_cap() -> None:
+    enc = _encoded(["big"] * 100 + ["small"] * 10 + ["mid"] * 30)
+    order = epoch_indices(enc, 20, random.Random(1), balance=True)
+    groups = [enc.groups[i] for i in order]
+    assert groups.count("big") == groups.count("mid") == groups.count("small") == 20
+    small = [i for i in order if enc.groups[i] == "small"]
+    assert set(small) == set(range(100, 110))  # every small example, then repeats
+    assert all(enc.groups[i] == "mid" for i in range(110, 140))
+    assert len({i for i in order if enc.groups[i] == "mid"}) == 20  # larger: no repeats
