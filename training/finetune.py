@@ -229,9 +229,7 @@ def finetune(
     rng = random.Random(cfg.seed)
 
     def draw(rng: random.Random) -> list[tuple[str, list[int]]]:
-        return bucketed_batches(
-            train, cfg.batch_size, rng, ft.per_source_epoch, ft.balance_sources
-        )
+        return bucketed_batches(train, cfg.batch_size, rng, ft.per_source_epoch, ft.balance_sources)
 
     steps_per_epoch = len(draw(random.Random(0)))
     total = steps_per_epoch * cfg.epochs
