@@ -51,16 +51,16 @@ test-integration: $(STAMP) stack-up
 	source .stack/env && $(PY) -m pytest -q -ra -m integration
 
 # The shipped model's recipe: full fine-tuning for 3 epochs, all sentiment examples every
-# epoch and at most 8,000 per misinformation source group per epoch; the mean weights of
-# epochs 2 and 3 ship (no epoch chosen on validation). An epoch is 18-21 min on 2 CPU
-# cores (57 min in all, then 1.5 for scoring and the baseline; about 5 min on one H200);
-# checkpointed every epoch (add --resume). --precision fp32: the shipped model was trained
-# without autocast; --precision auto (bf16 where the CPU has AMX or AVX-512 BF16) is about
-# 1.6x faster there, with other numerics.
+# epoch and 10,000 per misinformation source group per epoch (--balance-sources: the 6,200
+# COVID tweets and 8,100 LIAR statements drawn with repeats up to it, so every source weighs
+# the same); the mean weights of epochs 2 and 3 ship (no epoch chosen on validation).
+# --precision auto: bf16 autocast where the device has it (CUDA; CPUs with AMX or AVX-512
+# BF16), else fp32. The shipped weights were trained so on one H200 (5 min); on 2 CPU cores
+# an epoch is about 25 min with bf16 autocast; checkpointed every epoch (add --resume).
 train: $(STAMP)
 	$(VENV)/bin/modstream train --mode full --data-dir ../shared/data --out models/default \
-		--epochs 3 --batch-size 32 --patience 99 --per-source-epoch 8000 \
-		--select average --average-last 2 --precision fp32 \
+		--epochs 3 --batch-size 32 --patience 99 --per-source-epoch 10000 --balance-sources \
+		--seed 1 --select average --average-last 2 --precision auto \
 		--checkpoint-dir $(HOME)/.cache/modstream/ckpt-full
 
 train-frozen: $(STAMP)

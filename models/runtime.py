@@ -285,6 +285,14 @@ class Predictor:
         return self.predict_encoded(self.prepare(texts))
 
 
+def widen(state: dict[str, torch.Tensor], module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """``state`` with each floating tensor in the dtype of ``module``'s own tensor of that name."""
+    own = module.state_dict()
+    return {
+        k: v.to(own[k].dtype) if k in own and v.is_floating_point() else v for k, v in state.items()
+    }
+
+
 def load_model(directory: Path) -> tuple[MultiTaskClassifier, object]:
     """The artifact's network (its own encoder weights, or LoRA merged) and tokenizer; refuses
     other base encoder weights."""
@@ -305,7 +313,9 @@ def load_model(directory: Path) -> tuple[MultiTaskClassifier, object]:
     elif config.mode == "full":
         # The artifact's tensors become the parameters (no copy): both loads map their files
         # lazily, and copying would hold a second encoder in memory (+170 MiB at the peak).
-        encoder.load_state_dict(tensors.pop("encoder"), assign=True)
+        # Weights stored in half precision (the default since training.export) are widened to
+        # the encoder's own dtype first; precision at run time is the Predictor's choice.
+        encoder.load_state_dict(widen(tensors.pop("encoder"), encoder), assign=True)
     heads = MultiTaskHeads(encoder.config.hidden_size, config.head_hidden, config.labels)
     heads.load_state_dict(tensors["heads"])
     return MultiTaskClassifier(encoder, heads), load_tokenizer(base)

@@ -54,6 +54,14 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--patience", type=int, default=5)
     p.add_argument("--seed", type=int, default=13)
+    p.add_argument(
+        "--rescore",
+        type=Path,
+        default=None,
+        help="train nothing: take this full fine-tuned artifact's weights (trained on another "
+        "machine, e.g. a GPU) and calibrate, choose the policy and report on this machine "
+        "from --data-dir into --out",
+    )
     p.add_argument("--dropout", type=float, default=0.1, help="dropout of the heads")
     ft = p.add_argument_group("fine-tuning (--mode lora or full)")
     ft.add_argument(
@@ -163,6 +171,15 @@ def train_command(args: argparse.Namespace) -> int:
         dropout=args.dropout,
     )
     tasks = load_tasks(args)
+    if args.rescore is not None:
+        from training.export import rescore_artifact
+
+        try:
+            version = rescore_artifact(args.rescore, args.out, tasks)
+        except ValueError as exc:
+            raise SystemExit(f"modstream train --rescore: {exc}") from None
+        print(f"wrote {args.out} (version {version}) from the weights of {args.rescore}")
+        return 0
     if cfg.mode == "frozen":
         result = train_frozen(tasks, cfg)
         version = export_artifact(args.out, tasks, result, cfg)
@@ -182,7 +199,7 @@ def train_command(args: argparse.Namespace) -> int:
 def _finetune(
     args: argparse.Namespace, cfg: TrainConfig, tasks: list[TaskData]
 ) -> tuple[str, TrainResult]:
-    from training.export import export_artifact
+    from training.export import export_artifact, half_precision
     from training.finetune import LORA_TARGETS, FinetuneConfig, finetune, lora_tensors
 
     ft = FinetuneConfig(
@@ -204,7 +221,7 @@ def _finetune(
         lora = {"r": ft.lora_r, "alpha": ft.lora_alpha, "target_modules": list(LORA_TARGETS)}
         extra = {"adapters": lora_tensors(model)}
         return export_artifact(args.out, tasks, result, cfg, extra, lora), result
-    extra = {"encoder": dict(model.encoder.state_dict())}
+    extra = {"encoder": half_precision(model.encoder.state_dict())}
     return export_artifact(args.out, tasks, result, cfg, extra), result
 
 

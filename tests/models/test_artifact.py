@@ -136,6 +136,70 @@ def test_a_full_artifact_serves_its_own_encoder_weights(trained, tmp_path: Path)
     assert full.predict(text) != base.predict(text)
 
 
+def test_a_full_encoder_stored_in_half_precision_serves_in_float32(trained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Training stores a full encoder as float16; the loader widens it, so the CPU never
+    computes in float16, and the scores stay those of the float32 weights."""
+    from models.artifact import load_tensors, save_artifact
+    from models.encoder import load_encoder
+    from models.runtime import load_model
+    from training.export import half_precision
+
+    frozen = trained[0]
+    config = read_config(frozen).model_copy(update={"mode": "full"})
+    heads = load_tensors(frozen, read_config(frozen))["heads"]
+    state = load_encoder().state_dict()
+    save_artifact(tmp_path / "f32", config, {"heads": heads, "encoder": state})
+    save_artifact(tmp_path / "f16", config, {"heads": heads, "encoder": half_precision(state)})
+    assert (tmp_path / "f16" / "encoder.safetensors").stat().st_size < 0.55 * (
+        tmp_path / "f32" / "encoder.safetensors"
+    ).stat().st_size
+    model, _ = load_model(tmp_path / "f16")
+    word = "embeddings.word_embeddings.weight"
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    torch.testing.assert_close(model.encoder.state_dict()[word], state[word].half().float())
+    texts = ["what a wonderful day number 3", "secret plot microchips in vaccines"]
+    p32 = load_predictor(tmp_path / "f32", device="cpu", precision="fp32").predict(texts)
+    p16 = load_predictor(tmp_path / "f16", device="cpu", precision="fp32").predict(texts)
+    for a, b in zip(p32, p16, strict=True):
+        for task in a:
+            for label in a[task]:
+                assert abs(a[task][label] - b[task][label]) < 5e-3
+
+
+def test_rescore_recalibrates_weights_trained_elsewhere_and_keeps_their_facts(
+    trained, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """``modstream train --rescore``: a full artifact from another machine gets its
+    temperatures, policy, metrics and card made here; its weights and training facts stay."""
+    from models.artifact import load_tensors, save_artifact
+    from models.encoder import load_encoder
+    from training.export import rescore_artifact
+
+    frozen = trained[0]
+    source = read_config(frozen)
+    heads = load_tensors(frozen, source)["heads"]
+    facts = {"hardware": "cuda", "seed": 1, "seconds": 301.1}
+    elsewhere = source.model_copy(
+        update={"mode": "full", "policy": {}, "temperatures": {}, "training": facts}
+    )
+    encoder = load_encoder().state_dict()
+    save_artifact(tmp_path / "gpu", elsewhere, {"heads": heads, "encoder": encoder})
+
+    rescore_artifact(tmp_path / "gpu", tmp_path / "out", synthetic_tasks())
+    config = read_config(tmp_path / "out")
+    assert set(config.policy) == {"block_fake", "review_fake", "review_negative"}
+    assert set(config.temperatures) == {"sentiment", "misinformation"}
+    assert {k: config.training[k] for k in facts} == facts and "rescored_at" in config.training
+    stored = load_tensors(tmp_path / "out", config)
+    word = "embeddings.word_embeddings.weight"
+    assert stored["encoder"][word].dtype == torch.float16
+    torch.testing.assert_close(stored["encoder"][word].float(), encoder[word].half().float())
+    torch.testing.assert_close(stored["heads"], heads)
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["validation"]["sentiment"]["overall"]["n"] == 45
+    assert (tmp_path / "out" / "MODEL_CARD.md").is_file()
+
+
 def test_tampered_weights_are_refused(trained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     d = copy_artifact(trained[0], tmp_path / "a")
     data = bytearray((d / "heads.safetensors").read_bytes())
