@@ -120,3 +120,46 @@ def test_bf16_autocast_scores_close_to_fp32(predictor: Predictor) -> None:
         pytest.skip("this CPU has no native bf16, so auto precision is fp32")
     assert auto.amp_dtype == torch.bfloat16
     assert_close(auto.predict(INPUTS), predictor.predict(INPUTS), 0.1)
+
+
+def test_batches_rounded_to_a_shape_multiple_score_as_unrounded(predictor: Predictor) -> None:
+    """Filler rows and extra padding columns are masked out and their rows dropped."""
+    rounded = load_predictor(
+        DEFAULT_ARTIFACT_DIR, device="cpu", precision="fp32", shape_multiple=(8, 48)
+    )
+    shapes: list[tuple[int, ...]] = []
+    run = rounded._run
+    rounded._run = lambda ids, mask: shapes.append(tuple(ids.shape)) or run(ids, mask)  # type: ignore[method-assign]
+    texts = [*INPUTS[:5], LONG]
+    assert_close(rounded.predict(texts), predictor.predict(texts), 1e-5)
+    rows = sum(e.rows for e in rounded.prepare(texts))
+    assert shapes[-1][0] == -(-rows // 8) * 8 and shapes[-1][0] > rows
+    assert shapes[-1][1] % 48 == 0
+    short = rounded.prepare(INPUTS[:3])
+    assert_close(rounded.predict_encoded(short), predictor.predict_encoded(short), 1e-5)
+    assert shapes[-1] == (8, 48)
+    # rounding never goes past the model's length: 100 tokens pad to 128, not 144
+    ids, mask = rounded._batch([[101] * 100])
+    assert tuple(ids.shape) == (8, 128) and mask.sum().item() == 100 + 7
+
+
+def test_fp32_on_the_cpu_runs_without_onednn_and_bf16_rounds_its_shapes(
+    predictor: Predictor,
+) -> None:
+    """oneDNN caches a kernel per batch shape, so fp32 stays off it and bf16 (which needs it)
+    bounds its shapes; the process-wide flag is left as it was."""
+    seen: list[bool] = []
+    hook = torch.nn.modules.module.register_module_forward_pre_hook(
+        lambda module, args: seen.append(torch.backends.mkldnn.enabled)
+    )
+    try:
+        predictor.predict(INPUTS[:2])
+    finally:
+        hook.remove()
+    assert seen and not any(seen)
+    assert torch.backends.mkldnn.enabled
+    assert predictor.shape_multiple == (1, 1)
+    auto = load_predictor(DEFAULT_ARTIFACT_DIR, device="cpu", precision="auto")
+    if auto.amp_dtype is None:
+        pytest.skip("this CPU has no native bf16, so auto precision is fp32")
+    assert auto.shape_multiple == (8, 16)
