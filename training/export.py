@@ -110,7 +110,7 @@ def rescore_artifact(source: Path, out_dir: Path, tasks: Sequence[TaskData]) -> 
         mode="full",
         head_hidden=config.head_hidden,
         max_length=config.max_length,
-        seed=int(config.training.get("seed", TrainConfig.seed)),
+        seed=int(config.training.get("seed", TrainConfig().seed)),
     )
     facts = {**config.training, "rescored_at": datetime.now(UTC).isoformat(timespec="seconds")}
     encoder = half_precision(model.encoder.state_dict())

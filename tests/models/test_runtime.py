@@ -9,7 +9,7 @@ from models import DEFAULT_ARTIFACT_DIR
 from models.base import Encoded, padded_tokens
 from models.encoder import load_tokenizer
 from models.preprocess import normalise
-from models.runtime import Predictor, load_predictor
+from models.runtime import Predictor, load_predictor, round_rows
 from tests.models.golden import INPUTS
 
 pytestmark = pytest.mark.model
@@ -137,10 +137,12 @@ def test_batches_rounded_to_a_shape_multiple_score_as_unrounded(predictor: Predi
     assert shapes[-1][1] % 48 == 0
     short = rounded.prepare(INPUTS[:3])
     assert_close(rounded.predict_encoded(short), predictor.predict_encoded(short), 1e-5)
-    assert shapes[-1] == (8, 48)
+    assert shapes[-1] == (4, 48)  # under 8 rows: the next power of two
+    rounded.predict(INPUTS[:1])
+    assert shapes[-1] == (1, 48)  # one post stays one row
     # rounding never goes past the model's length: 100 tokens pad to 128, not 144
     ids, mask = rounded._batch([[101] * 100])
-    assert tuple(ids.shape) == (8, 128) and mask.sum().item() == 100 + 7
+    assert tuple(ids.shape) == (1, 128) and mask.sum().item() == 100
 
 
 def test_fp32_on_the_cpu_runs_without_onednn_and_bf16_rounds_its_shapes(
@@ -163,3 +165,19 @@ def test_fp32_on_the_cpu_runs_without_onednn_and_bf16_rounds_its_shapes(
     if auto.amp_dtype is None:
         pytest.skip("this CPU has no native bf16, so auto precision is fp32")
     assert auto.shape_multiple == (8, 16)
+
+
+def test_rows_round_to_powers_of_two_then_to_multiples_of_the_step() -> None:
+    assert [round_rows(n, 8) for n in (1, 2, 3, 5, 8, 9, 16, 17, 64)] == [
+        1,
+        2,
+        4,
+        8,
+        8,
+        16,
+        16,
+        24,
+        64,
+    ]
+    assert len({round_rows(n, 8) for n in range(1, 65)}) == 11
+    assert [round_rows(n, 1) for n in (1, 3, 7)] == [1, 3, 7]
