@@ -140,9 +140,9 @@ def make_runner(
     net = quantize_int8(model.eval()) if backend == "torch-int8" else model.to(device).eval()
 
     # fp32 on the CPU runs on torch's own BLAS, not oneDNN: through oneDNN every new batch
-    # shape added a cached kernel and a worker's memory grew with its traffic (981 to 1,830
-    # MiB over 300 batches of random sizes; 988 to 990 without it, at the same speed). bf16
-    # needs oneDNN (AMX); the Predictor bounds its shapes instead.
+    # shape added cached kernels and a worker's memory grew with its traffic (peak RSS 1,341
+    # to 1,830 MiB over 300 batches of random sizes; 988 to 990 without it, at the same
+    # speed). bf16 needs oneDNN (AMX); the Predictor bounds its shapes instead.
     onednn = not (device.type == "cpu" and backend == "torch" and amp_dtype is None)
 
     def run(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
