@@ -120,5 +120,4 @@ def test_balanced_epochs_draw_every_source_group_up_to_the_cap() -> None:
     assert groups.count("big") == groups.count("mid") == groups.count("small") == 20
     small = [i for i in order if enc.groups[i] == "small"]
     assert set(small) == set(range(100, 110))  # every small example, then repeats
-    assert all(enc.groups[i] == "mid" for i in range(110, 140))
     assert len({i for i in order if enc.groups[i] == "mid"}) == 20  # larger: no repeats
