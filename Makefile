@@ -56,7 +56,8 @@ test-integration: $(STAMP) stack-up
 # the same); the mean weights of epochs 2 and 3 ship (no epoch chosen on validation).
 # --precision auto: bf16 autocast where the device has it (CUDA; CPUs with AMX or AVX-512
 # BF16), else fp32. The shipped weights were trained so on one H200 (5 min); on 2 CPU cores
-# an epoch is about 25 min with bf16 autocast; checkpointed every epoch (add --resume).
+# with AMX it took 59 min (17-21 min an epoch with bf16 autocast; fp32 about 1.6x slower a
+# step); checkpointed every epoch (add --resume).
 train: $(STAMP)
 	$(VENV)/bin/modstream train --mode full --data-dir ../shared/data --out models/default \
 		--epochs 3 --batch-size 32 --patience 99 --per-source-epoch 10000 --balance-sources \
