@@ -4,7 +4,8 @@
 2. what a user writes first: two separate Hugging Face text-classification models (one
    per task, fresh heads on the same MiniLM: speed only), batches of 32 padded to 128;
 3. the best model-only batched path: the shipped model, tokenised once, posts sorted by
-   length and cut into batches under the token budget (sizes 32 and 64, the faster wins);
+   length and cut into batches under the token budget (sizes 32 and 64, one batch at a time
+   on every thread or side by side as the worker's replicas run them; the fastest wins);
 4. the worker end to end from a backlog (Kafka -> model -> Redis + Kafka -> commit);
 5. ``modstream replay`` of that same backlog (issue 9: at least 0.9x of 4), timed the same
    way, with the same model;
@@ -27,8 +28,10 @@ import json
 import os
 import platform
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -119,20 +122,53 @@ def length_bucketed(encoded: list[Encoded], size: int, budget: int) -> list[list
     return batches + ([current] if current else [])
 
 
-def best_batched(predictor: Any, texts: list[str], size: int, budget: int) -> tuple[float, float]:
-    """Posts/s of the best model-only path, tokenisation included; and seconds per batch."""
-    predictor.predict(texts[:size])  # warm-up
-    batches_run = 0
+@contextmanager
+def threads_each(predictor: Any, threads: int | None) -> Iterator[None]:
+    """The predictor's calls on ``threads`` torch threads each for the block."""
+    before, predictor.threads = predictor.threads, threads
+    try:
+        yield
+    finally:
+        predictor.threads = before
+
+
+def best_batched(
+    predictor: Any, texts: list[str], size: int, budget: int, replicas: int = 1
+) -> tuple[float, float]:
+    """Posts/s of a model-only path, tokenisation included, ``replicas`` batches at a time
+    (each on its own thread, as the worker's replicas); and the mean seconds one batch took."""
+    durations: list[float] = []
+
+    def score(batches: Iterator[list[Encoded]]) -> None:
+        for batch in batches:
+            started = time.perf_counter()
+            predictor.predict_encoded(batch)
+            durations.append(time.perf_counter() - started)
 
     def run() -> None:
-        nonlocal batches_run
         batches = length_bucketed(predictor.prepare(texts), size, budget)
-        for batch in batches:
-            predictor.predict_encoded(batch)
-        batches_run = len(batches)
+        queue = iter(batches)  # each replica takes the next batch when it is free
+        lock = threading.Lock()
 
+        def take() -> Iterator[list[Encoded]]:
+            while True:
+                with lock:
+                    batch = next(queue, None)
+                if batch is None:
+                    return
+                yield batch
+
+        workers = [threading.Thread(target=score, args=(take(),)) for _ in range(replicas)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+
+    score(iter([predictor.prepare(texts[:size])] * replicas))  # warm-up, on this thread
+    run()  # and on the replicas' threads, whose thread counts are set on their first call
+    durations.clear()
     rate = timed(run, len(texts))
-    return rate, len(texts) / rate / max(1, batches_run)
+    return rate, sum(durations) / len(durations)
 
 
 def two_hf_models(texts: list[str], device: torch.device, batch: int = 32) -> float:
@@ -209,19 +245,43 @@ def main() -> None:
     max_wait_ms = float(defaults["batch_max_wait_ms"].default)
 
     texts, source = load_texts(args.posts)
-    predictor = load_predictor(DEFAULT_ARTIFACT_DIR, device=args.device)
-    info = machine()
-    print(f"{source}; {info['cpu']}, {info['cores']} cores, torch threads {info['torch_threads']}")
+    # Laid out as the worker lays it out: its replicas, each on its share of the threads.
+    predictor = load_predictor(DEFAULT_ARTIFACT_DIR, device=args.device, threads=0, replicas=0)
+    replicas, each = predictor.concurrency, predictor.threads
+    all_threads = replicas * (each or 1)
+    info = {**machine(), "torch_threads": all_threads, "replicas": replicas}
+    print(
+        f"{source}; {info['cpu']}, {info['cores']} cores, torch threads {all_threads} "
+        f"({replicas} model replica(s) in the worker)"
+    )
     results: dict[str, Any] = {"machine": info, "posts": source, "batch_max_size": args.batch}
 
-    results["one_at_a_time"] = one_at_a_time(predictor, texts)
+    with threads_each(predictor, all_threads):
+        results["one_at_a_time"] = one_at_a_time(predictor, texts)
     print(f"one post at a time             {results['one_at_a_time']:8.1f} posts/s")
-    best = {size: best_batched(predictor, texts, size, budget) for size in (32, args.batch)}
-    best_size = max(best, key=lambda s: best[s][0])
-    results["best_model_only"] = {"rate": best[best_size][0], "batch": best_size}
-    batch_s = best[args.batch][1]
-    results["batch_seconds"] = batch_s
-    print(f"best model-only (batches of {best_size}) {best[best_size][0]:8.1f} posts/s")
+    variants: dict[tuple[int, int], tuple[float, float]] = {}
+    for size in (32, args.batch):
+        with threads_each(predictor, all_threads):
+            variants[(size, 1)] = best_batched(predictor, texts, size, budget)
+        if replicas > 1:
+            variants[(size, replicas)] = best_batched(predictor, texts, size, budget, replicas)
+    for (size, n), (rate, batch_s) in variants.items():
+        print(
+            f"model-only, batches of {size:3d}, {n} at a time  {rate:8.1f} posts/s, "
+            f"{batch_s * 1000:.0f} ms a batch"
+        )
+    best_size, best_n = max(variants, key=lambda k: variants[k][0])
+    results["best_model_only"] = {
+        "rate": variants[(best_size, best_n)][0],
+        "batch": best_size,
+        "at_once": best_n,
+    }
+    results["model_only_variants"] = [
+        {"batch": size, "at_once": n, "rate": rate, "batch_seconds": batch_s}
+        for (size, n), (rate, batch_s) in variants.items()
+    ]
+    # One batch's time as the worker runs it (its batch size, on one replica's threads).
+    results["batch_seconds"] = variants[(args.batch, replicas)][1]
 
     backlog_settings = bench_settings(env, args.batch, device=args.device)
     backlog = from_backlog(predictor, texts, backlog_settings)
@@ -246,6 +306,7 @@ def main() -> None:
     results["harness_peak_rss_mib"] = peak_rss_mib()
     results["peak_rss_mib"] = worker_process_rss_mib(texts, env, args.batch, args.device)
     print(f"peak RSS of a modstream run process: {results['peak_rss_mib']:.0f} MiB")
+    torch.set_num_threads(all_threads)  # this thread's: the HF models use them all
     results["two_hf_models_padded_128"] = two_hf_models(texts, predictor.device)
     print(f"two HF models padded to 128    {results['two_hf_models_padded_128']:8.1f} posts/s")
     results["targets"] = targets(results, max_wait_ms)
@@ -293,21 +354,28 @@ def targets(r: dict[str, Any], max_wait_ms: float) -> list[dict[str, Any]]:
     ]
 
 
+def best_at_once(r: dict[str, Any]) -> str:
+    n = r["best_model_only"].get("at_once", 1)
+    return f", {n} at a time on one thread each" if n > 1 else ""
+
+
 def markdown(r: dict[str, Any]) -> str:
     m = r["machine"]
     base = r["one_at_a_time"]
     half = r["worker_half_capacity"]
     lines = [
         f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} with "
-        f"{m['torch_threads']} threads, GPU: {m['gpu'] or 'none'}. Posts: {r['posts']}.",
+        f"{m['torch_threads']} threads ({m.get('replicas', 1)} model replica(s) in the worker), "
+        f"GPU: {m['gpu'] or 'none'}. Posts: {r['posts']}.",
         "",
         "| path | posts/s | vs one at a time |",
         "| --- | --- | --- |",
         f"| one post at a time | {base:.0f} | 1.0x |",
         f"| two HF models, padded to 128, batches of 32 | {r['two_hf_models_padded_128']:.0f} "
         f"| {r['two_hf_models_padded_128'] / base:.1f}x |",
-        f"| best model-only: length-bucketed batches of {r['best_model_only']['batch']} "
-        f"| {r['best_model_only']['rate']:.0f} | {r['best_model_only']['rate'] / base:.1f}x |",
+        f"| best model-only: length-bucketed batches of {r['best_model_only']['batch']}"
+        f"{best_at_once(r)} | {r['best_model_only']['rate']:.0f} "
+        f"| {r['best_model_only']['rate'] / base:.1f}x |",
         f"| worker end to end, from a backlog | {r['worker_backlog']['rate']:.0f} "
         f"| {r['worker_backlog']['rate'] / base:.1f}x |",
         f"| replay from a backlog (`modstream replay` of the same posts): "

@@ -52,10 +52,13 @@ class Classifier(Protocol):
     """A multi-task text classifier.
 
     ``prepare`` is pure CPU work with no device access, safe to call from any thread.
-    ``predict_encoded`` runs the model and must be called from one thread at a time (the
-    model stage); it returns exactly one result per item, in order. ``predict`` is both in
-    one call, for tools and tests.
+    ``predict_encoded`` runs the model; at most :attr:`concurrency` calls at once, each on
+    its own thread (the worker runs that many model replicas); it returns exactly one result
+    per item, in order. ``predict`` is both in one call, for tools and tests.
     """
+
+    @property
+    def concurrency(self) -> int: ...
 
     @property
     def version(self) -> str: ...

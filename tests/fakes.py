@@ -39,6 +39,7 @@ class FakeModel:
     into different ids, so one cannot read the other's tokens (as two real tokenizers)."""
 
     version = "fake-1"
+    concurrency = 1
     labels: Mapping[str, Sequence[str]] = {
         "sentiment": ["negative", "neutral", "positive"],
         "misinformation": ["real", "fake"],
@@ -53,8 +54,15 @@ class FakeModel:
         version: str = "fake-1",
         policy: Mapping[str, float] | None = None,
         first_id: int = 3,
+        concurrency: int = 1,
+        delay_s: float = 0.0,
     ) -> None:
         self.calls: list[int] = []  # posts per predict_encoded call
+        self.concurrency = concurrency
+        self.delay_s = delay_s  # each predict_encoded call takes at least this long
+        self.running = 0  # predict_encoded calls in progress
+        self.most_at_once = 0
+        self._lock = threading.Lock()
         self.prepared: list[int] = []  # posts per prepare call
         self.fail_on = fail_on
         self.max_length = max_length
@@ -85,6 +93,18 @@ class FakeModel:
         return {self._words[t] for w in item.windows for t in w if t in self._words}
 
     def predict_encoded(self, items: Sequence[Encoded]) -> list[Scores]:
+        with self._lock:
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+        try:
+            if self.delay_s:
+                time.sleep(self.delay_s)
+            return self._predict(items)
+        finally:
+            with self._lock:
+                self.running -= 1
+
+    def _predict(self, items: Sequence[Encoded]) -> list[Scores]:
         self.calls.append(len(items))
         words = [self._words_of(i) for i in items]
         if self.fail_on is not None and any(

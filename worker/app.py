@@ -48,6 +48,7 @@ def load_model(settings: Settings) -> Classifier:
             backend=settings.backend,
             max_windows=settings.max_windows,
             threads=settings.torch_threads,
+            replicas=settings.model_replicas,
         )
     except (ArtifactError, RuntimeError) as exc:
         raise StartupError(f"model at MODSTREAM_MODEL_DIR={settings.model_dir}: {exc}") from exc

@@ -123,7 +123,18 @@ class Settings(BaseSettings):
         "longer post keeps its head, tail and evenly spaced rows between.",
     )
     torch_threads: int = Field(
-        0, ge=0, le=1024, description="CPU threads for the model; 0 uses the container's CPU quota."
+        0,
+        ge=0,
+        le=1024,
+        description="CPU threads for the model in all (shared by its replicas); 0 uses the "
+        "container's CPU quota.",
+    )
+    model_replicas: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Batches scored at once, each on its own thread with an equal share of the "
+        "model's CPU threads; 0: on the CPU one per thread, up to 4; on a GPU one.",
     )
     batch_max_size: int = Field(64, ge=1, le=4096, description="Most posts in one micro-batch.")
     batch_max_wait_ms: int = Field(

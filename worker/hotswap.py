@@ -249,14 +249,19 @@ class ModelReloader:
 
 
 def artifact_loader(settings: Settings) -> Loader:
-    """Loads an artifact as the worker's start-up does (device, backend, windows), leaving
-    torch's thread count as it is."""
+    """Loads an artifact as the worker's start-up does (device, backend, windows, threads
+    and replicas: the new model is laid out as the one it replaces)."""
 
     def load(directory: Path) -> Classifier:
         from models.runtime import load_predictor
 
         return load_predictor(
-            directory, settings.device, backend=settings.backend, max_windows=settings.max_windows
+            directory,
+            settings.device,
+            backend=settings.backend,
+            max_windows=settings.max_windows,
+            threads=settings.torch_threads,
+            replicas=settings.model_replicas,
         )
 
     return load

@@ -38,7 +38,7 @@ from worker.flow import Board, Channel, Completed, Generations, Item, Prepared, 
 from worker.pipeline import Pipeline
 from worker.schema import DeadLetter, SourceRef, Verdict, decode
 from worker.sinks import Sink
-from worker.stages import ModelStage, StageRunner, TokenizeStage, WriterStage
+from worker.stages import ModelCrew, ModelStage, StageRunner, TokenizeStage, WriterStage
 from worker.transactions import Transactions
 
 log = logging.getLogger(__name__)
@@ -96,14 +96,20 @@ class Worker:
         self._to_model: Channel[list[Prepared]] = Channel(self._board, config.model_queue)
         self._to_writer: Channel[WriteJob] = Channel(self._board, config.writer_queue)
         self._completed: Channel[Completed] = Channel(self._board)
-        self._model = ModelStage(
-            pipeline,
-            self._board,
-            self._to_model,
-            self._to_writer,
-            self._generations,
-            config.model_failure_limit,
-        )
+        # One replica per model call that may run at once (the model's concurrency).
+        self._crew = ModelCrew(max(1, pipeline.model.concurrency))
+        self._replicas = [
+            ModelStage(
+                pipeline,
+                self._board,
+                self._to_model,
+                self._to_writer,
+                self._generations,
+                config.model_failure_limit,
+                self._crew,
+            )
+            for _ in range(self._crew.replicas)
+        ]
         self._tokenizer = TokenizeStage(
             lambda: pipeline.model,
             batcher,
@@ -111,7 +117,7 @@ class Worker:
             self._to_model,
             self._to_writer,
             self._generations,
-            lambda: self._model.idle,
+            self._crew.idle,
         )
         self._writer = WriterStage(
             verdict_sinks,
@@ -124,7 +130,7 @@ class Worker:
             transactions,
         )
         self.stages = StageRunner(
-            self._board, [self._tokenizer, self._model, self._writer], threaded=threaded
+            self._board, [self._tokenizer, *self._replicas, self._writer], threaded=threaded
         )
         self._positions: dict[Partition, int] = {}
         self._stop_requested = False

@@ -59,22 +59,28 @@ class Pipeline:
         already tokenised (by the tokenise stage); else they are tokenised here."""
         if not posts:
             return []
+        model, policy = self.model, self.policy  # a swap never runs while a batch is scored
         if encoded is None:
-            encoded = self.model.prepare([p.event.text for p in posts])
-        scores = self.model.predict_encoded(encoded)
+            encoded = model.prepare([p.event.text for p in posts])
+        scores = model.predict_encoded(encoded)
         if len(scores) != len(posts):
             raise ResultCountError(f"model returned {len(scores)} results for {len(posts)} posts")
         for post, s in zip(posts, scores, strict=True):
             if not all(math.isfinite(p) for dist in s.values() for p in dist.values()):
                 raise NonFiniteScoreError(f"model returned {s} for post {post.event.post_id}")
         now = self._clock()
-        return [self._verdict(post, s, now) for post, s in zip(posts, scores, strict=True)]
+        return [
+            self._verdict(post, s, now, model.version, policy)
+            for post, s in zip(posts, scores, strict=True)
+        ]
 
-    def _verdict(self, post: Post, scores: Scores, now: datetime) -> Verdict:
+    def _verdict(
+        self, post: Post, scores: Scores, now: datetime, version: str, policy: Policy
+    ) -> Verdict:
         sentiment = scores[SENTIMENT]
         misinfo = scores[MISINFORMATION]
         p_fake = misinfo["fake"]
-        decision = self.policy.decide(p_fake=p_fake, p_negative=sentiment["negative"])
+        decision = policy.decide(p_fake=p_fake, p_negative=sentiment["negative"])
         return Verdict(
             post_id=post.event.post_id,
             action=decision.action,
@@ -85,7 +91,7 @@ class Pipeline:
             misinformation=MisinformationResult(
                 label="fake" if p_fake >= 0.5 else "real", score=p_fake
             ),
-            model_version=self.model.version,
+            model_version=version,
             event_time=post.event_time,
             processed_at=now,
             author_pseudonym=self._pseudonymise(post.event.author_id),

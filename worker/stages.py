@@ -2,9 +2,11 @@
 
     tokenize (real token counts) + batch formation -> model + policy -> sinks (writer)
 
-joined by :class:`worker.flow.Channel`. The model channel holds one batch: the next batch
-forms while the current one runs, and it forms until the model is free, the batch is full,
-or its oldest post has waited ``MODSTREAM_BATCH_MAX_WAIT_MS``. Each stage is a small object
+joined by :class:`worker.flow.Channel`. The model stage runs as the model's
+``concurrency`` replicas, each on its own thread (on the CPU, one-thread calls side by
+side). The model channel holds one batch: the next batch forms while the current ones
+run, and it forms until a replica is free, the batch is full, or its oldest post has waited
+``MODSTREAM_BATCH_MAX_WAIT_MS``. Each stage is a small object
 with ``has_work`` / ``wait_s`` / ``work``: :class:`StageRunner` runs it on a thread, or
 inline (``run_inline``) so unit tests drive every stage deterministically.
 
@@ -151,14 +153,36 @@ class TokenizeStage:
         return prepared, letters
 
 
+class ModelCrew:
+    """What the model stage's replicas share, read and written under the board's lock: how
+    many there are, how many are scoring a batch now, and how many posts in a row failed
+    alone (across replicas: a broken model fails on all of them)."""
+
+    def __init__(self, replicas: int = 1) -> None:
+        if replicas < 1:
+            raise ValueError(f"replicas must be at least 1, got {replicas}")
+        self.replicas = replicas
+        self.busy = 0
+        self.failures_in_a_row = 0
+
+    def idle(self) -> bool:
+        """True when a replica could take a batch now (the batcher stops waiting to fill)."""
+        return self.busy < self.replicas
+
+
 class ModelStage:
-    """Runs the model on one batch at a time, applies the policy, hands results to the writer.
+    """One model replica: runs the model on one batch at a time, applies the policy, hands
+    results to the writer. ``crew``: what the replicas of one worker share (each replica
+    runs on its own thread; the model's ``concurrency`` says how many may).
 
     A batch that fails is retried post by post, so one bad post cannot hold back the rest;
     a post that fails alone is dead-lettered (``model_error``). But once ``failure_limit``
     posts in a row fail alone (no success in between), the model itself is broken: the
     stage raises :class:`ModelBrokenError` and the worker stops, reports unready and
     commits nothing for the batch in hand, instead of dead-lettering the whole stream.
+
+    A hot-swap waits until no replica is scoring, then applies once: every batch started
+    after it uses the new model, every batch before it the old one.
     """
 
     name = "model"
@@ -171,6 +195,7 @@ class ModelStage:
         outbox: Channel[WriteJob],
         generations: Generations,
         failure_limit: int = 3,
+        crew: ModelCrew | None = None,
     ) -> None:
         self._pipeline = pipeline
         self._board = board
@@ -178,30 +203,40 @@ class ModelStage:
         self._outbox = outbox
         self._generations = generations
         self._failure_limit = failure_limit
-        self._failures_in_a_row = 0  # posts that failed alone since the last success
-        self.idle = True
+        self.crew = crew or ModelCrew()
+
+    @property
+    def idle(self) -> bool:
+        return self.crew.idle()
 
     def has_work(self) -> bool:
-        return (len(self._inbox) > 0 and self._outbox.has_room()) or self._pipeline.swap_waiting()
+        if self._pipeline.swap_waiting():
+            return self.crew.busy == 0  # the swap waits for the batches being scored
+        return len(self._inbox) > 0 and self._outbox.has_room()
 
     def wait_s(self) -> float | None:
         return None
 
     def work(self) -> bool:
-        # A hot-swap takes effect here, between two batches: model and policy together.
-        swapped = self._pipeline.apply_swap()
-        with self._board.cond:  # taking the batch and turning busy are one step for the batcher
+        # A hot-swap takes effect here, between batches, once no replica is scoring: model
+        # and policy together. Taking the batch and turning busy are one step for the batcher.
+        with self._board.cond:
+            swapped = False
+            if self._pipeline.swap_waiting():
+                if self.crew.busy:
+                    return False
+                swapped = self._pipeline.apply_swap()
             batch = self._inbox.take() if self._outbox.has_room() else None
             if batch is None:
                 return swapped
-            self.idle = False
+            self.crew.busy += 1
         try:
             live = [p for p in batch if self._generations.live(p.item.ref)]
             if live:
                 self._outbox.put(WriteJob(self._run(live)))
         finally:
             with self._board.cond:
-                self.idle = True
+                self.crew.busy -= 1
                 self._board.cond.notify_all()
         return True
 
@@ -232,16 +267,16 @@ class ModelStage:
                 log.warning("model failed on a batch of %d (%r); one by one", len(batch), exc)
                 return [entry for p in batch for entry in self._score([p])]
             return [self._failed_alone(batch[0].item, exc)]
-        self._failures_in_a_row = 0
+        self.crew.failures_in_a_row = 0
         metrics.INFERENCE_SECONDS.observe(time.perf_counter() - started)
         return [(p.item.ref, v) for p, v in zip(batch, verdicts, strict=True)]
 
     def _failed_alone(self, item: Item, exc: Exception) -> tuple[Ref, DeadLetter]:
-        self._failures_in_a_row += 1
-        if self._failures_in_a_row >= self._failure_limit:
+        self.crew.failures_in_a_row += 1
+        if self.crew.failures_in_a_row >= self._failure_limit:
             metrics.MODEL_HEALTHY.set(0)
             raise ModelBrokenError(
-                f"the model failed on {self._failures_in_a_row} posts in a row, each on its "
+                f"the model failed on {self.crew.failures_in_a_row} posts in a row, each on its "
                 f"own ({type(exc).__name__}: {exc}): the model is broken, not the posts"
             ) from exc
         log.error("model failed on post %s", item.post.event.post_id, exc_info=exc)
@@ -423,8 +458,13 @@ class StageRunner:
         if not self._threaded or self._threads:
             return
         for stage in self.stages:
+            same = [s for s in self.stages if s.name == stage.name]
+            suffix = f"-{same.index(stage)}" if len(same) > 1 else ""
             thread = threading.Thread(
-                target=self._loop, args=(stage,), name=f"modstream-{stage.name}", daemon=True
+                target=self._loop,
+                args=(stage,),
+                name=f"modstream-{stage.name}{suffix}",
+                daemon=True,
             )
             self._threads.append(thread)
             thread.start()

@@ -34,6 +34,10 @@ class AlwaysFailing:
     def policy(self) -> Mapping[str, float]:
         return self._real.policy
 
+    @property
+    def concurrency(self) -> int:
+        return self._real.concurrency
+
     def prepare(self, texts: Sequence[str]) -> list[Encoded]:
         return self._real.prepare(texts)
 

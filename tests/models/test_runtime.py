@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 import torch
 
@@ -9,7 +12,13 @@ from models import DEFAULT_ARTIFACT_DIR
 from models.base import Encoded, padded_tokens
 from models.encoder import load_tokenizer
 from models.preprocess import normalise
-from models.runtime import Predictor, load_predictor, round_rows
+from models.runtime import (
+    Predictor,
+    load_predictor,
+    onednn_enabled,
+    round_rows,
+    serving_layout,
+)
 from tests.models.golden import INPUTS
 
 pytestmark = pytest.mark.model
@@ -161,6 +170,9 @@ def test_fp32_on_the_cpu_runs_without_onednn_and_bf16_rounds_its_shapes(
     assert seen and not any(seen)
     assert torch.backends.mkldnn.enabled
     assert predictor.shape_multiple == (1, 1)
+
+
+def test_bf16_on_the_cpu_rounds_its_shapes() -> None:
     auto = load_predictor(DEFAULT_ARTIFACT_DIR, device="cpu", precision="auto")
     if auto.amp_dtype is None:
         pytest.skip("this CPU has no native bf16, so auto precision is fp32")
@@ -181,3 +193,74 @@ def test_rows_round_to_powers_of_two_then_to_multiples_of_the_step() -> None:
     ]
     assert len({round_rows(n, 8) for n in range(1, 65)}) == 11
     assert [round_rows(n, 1) for n in (1, 3, 7)] == [1, 3, 7]
+
+
+def test_the_serving_layout_splits_the_threads_between_replicas() -> None:
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
+    assert serving_layout(cpu, 2) == (2, 1)  # two one-thread calls side by side
+    assert serving_layout(cpu, 1) == (1, 1)
+    assert serving_layout(cpu, 16) == (4, 4)  # at most 4 by default
+    assert serving_layout(cpu, 16, replicas=1) == (1, 16)
+    assert serving_layout(cpu, 3, replicas=2) == (2, 1)
+    assert serving_layout(cpu, 2, replicas=8) == (8, 1)  # asked for: never under one thread
+    assert serving_layout(gpu, 16) == (1, 16)
+    with pytest.raises(ValueError):
+        serving_layout(cpu, 0)
+
+
+def test_onednn_switch_lets_calls_that_agree_overlap_and_makes_the_other_state_wait() -> None:
+    """torch's oneDNN flag is one per process: two replicas both need it off; a call that
+    needs it on waits until they finish; the state before is restored after the last."""
+    assert torch.backends.mkldnn.enabled
+    inside, release, on_seen = threading.Barrier(3), threading.Event(), []
+
+    def off() -> None:
+        with onednn_enabled(False):
+            inside.wait(5)  # both replicas hold it off at once
+            release.wait(5)
+            assert not torch.backends.mkldnn.enabled
+
+    def on() -> None:
+        with onednn_enabled(True):
+            on_seen.append(torch.backends.mkldnn.enabled)
+
+    offs = [threading.Thread(target=off) for _ in range(2)]
+    for t in offs:
+        t.start()
+    inside.wait(5)
+    waiter = threading.Thread(target=on)
+    waiter.start()
+    time.sleep(0.05)
+    assert on_seen == [] and not torch.backends.mkldnn.enabled  # it waits, nothing flipped
+    release.set()
+    for t in [*offs, waiter]:
+        t.join(5)
+    assert on_seen == [True]
+    assert torch.backends.mkldnn.enabled
+
+
+def test_replicas_score_side_by_side_each_on_its_share_of_threads() -> None:
+    before = torch.get_num_threads()
+    try:
+        pair = load_predictor(
+            DEFAULT_ARTIFACT_DIR, device="cpu", precision="fp32", threads=2, replicas=2
+        )
+        alone = pair.predict(INPUTS)
+        assert (pair.concurrency, pair.threads) == (2, 1)
+        results: dict[int, object] = {}
+        counts: dict[int, int] = {}
+
+        def replica(i: int) -> None:
+            results[i] = pair.predict(INPUTS)
+            counts[i] = torch.get_num_threads()  # the calling thread's own count
+
+        threads = [threading.Thread(target=replica, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert counts == {0: 1, 1: 1}
+        for i in range(2):
+            assert_close(results[i], alone, 1e-5)  # type: ignore[arg-type]
+    finally:
+        torch.set_num_threads(before)

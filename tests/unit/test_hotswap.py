@@ -123,6 +123,24 @@ def test_posts_tokenised_after_the_swap_use_the_new_model_once() -> None:
     assert new.calls == [2]
 
 
+def test_a_swap_waits_until_no_replica_is_scoring() -> None:
+    old, new = FakeModel(version="v1"), FakeModel(version="v2", first_id=1000)
+    rig = Stages(old)
+    rig.model.crew.replicas = 2
+    rig.feed("hello")
+    rig.tokenize.work()
+    rig.model.crew.busy = 1  # the other replica is scoring a batch of the old model
+    rig.pipeline.swap.offer(candidate(new))
+    assert not rig.model.has_work()  # no new batch starts meanwhile, on either model
+    assert not rig.model.work()
+    assert rig.pipeline.model is old and len(rig.to_model) == 1
+    rig.model.crew.busy = 0  # it finished
+    assert rig.model.has_work()
+    assert rig.model.work()  # the swap, then the batch
+    assert rig.pipeline.model is new
+    assert [v.model_version for v in rig.verdicts()] == ["v2"]
+
+
 def test_the_policy_switches_with_the_model() -> None:
     old = FakeModel(version="v1")
     new = FakeModel(version="v2")
@@ -366,15 +384,19 @@ def test_sighup_asks_the_reloader_thread_to_load_without_a_change(tmp_path: Path
 
 
 # --- the worker on threads ---------------------------------------------------------------
-def test_posts_streaming_through_a_swap_are_each_scored_once() -> None:
-    old, new = FakeModel(version="v1"), FakeModel(version="v2", first_id=1000)
-    rig = Threaded(model=old, max_size=8)
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_posts_streaming_through_a_swap_are_each_scored_once(replicas: int) -> None:
+    # Model calls that take a while, the old model's longer: with two replicas, a batch of
+    # the new one would finish before the old one's last unless the swap waits for it.
+    old = FakeModel(version="v1", delay_s=0.03)
+    new = FakeModel(version="v2", first_id=1000, concurrency=replicas)
+    rig = Threaded(model=old, max_size=8, replicas=replicas)
     n = 600
     texts = ["fake claim", "hello world", "I hate this"]
     rig.consumer.queue = [
         record(i // 2, {"post_id": f"p{i}", "text": texts[i % 3]}, i % 2) for i in range(n)
     ]
-    pipeline = rig.worker._model._pipeline  # the worker's pipeline, as app.run holds it
+    pipeline = rig.worker._replicas[0]._pipeline  # the worker's pipeline, as app.run holds it
     with rig.running():
         wait_until(lambda: len(rig.verdict_ids()) >= 40, "the first verdicts")
         pipeline.swap.offer(candidate(new))

@@ -46,8 +46,11 @@ class Threaded:
         redis: ListSink | None = None,
         model: FakeModel | None = None,
         max_size: int = 4,
+        replicas: int = 1,
         **config: object,
     ) -> None:
+        model = model or FakeModel()
+        model.concurrency = replicas  # the worker runs one model replica per call at once
         self.consumer = FakeConsumer(real_time=True)
         self.redis = redis or ListSink("redis")
         self.kafka = SendingListSink("kafka")
@@ -58,7 +61,7 @@ class Threaded:
         self.worker = Worker(
             self.consumer,
             batcher,
-            Pipeline(model or FakeModel(), Policy(), Pseudonymiser(b"k")),
+            Pipeline(model, Policy(), Pseudonymiser(b"k")),
             [self.redis, self.kafka],
             self.dlq,
             LoopConfig(**{"poll_timeout_ms": 5, **config}),  # type: ignore[arg-type]
@@ -90,8 +93,12 @@ def post(i: int, text: str = "hello world") -> dict[str, object]:
     return {"post_id": f"p{i}", "text": text}
 
 
-def test_every_post_gets_one_verdict_and_every_offset_is_committed() -> None:
-    rig = Threaded(max_size=16)
+REPLICAS = pytest.mark.parametrize("replicas", [1, 2])
+
+
+@REPLICAS
+def test_every_post_gets_one_verdict_and_every_offset_is_committed(replicas: int) -> None:
+    rig = Threaded(max_size=16, replicas=replicas)
     texts = ["short one", "a somewhat longer post about the weather " * 3, "fake news maybe"]
     rig.consumer.queue = [
         record(i // 2, post(i, texts[i % 3]), partition=i % 2) for i in range(400)
@@ -135,9 +142,12 @@ def test_backpressure_pauses_while_the_writer_is_stuck_and_resumes_after() -> No
     assert sorted(rig.verdict_ids()) == sorted(f"p{i}" for i in range(40))
 
 
-def test_a_revoked_partitions_in_flight_batch_is_neither_written_nor_committed() -> None:
+@REPLICAS
+def test_a_revoked_partitions_in_flight_batch_is_neither_written_nor_committed(
+    replicas: int,
+) -> None:
     hung = HangingSink("redis")
-    rig = Threaded(redis=hung, max_size=4)
+    rig = Threaded(redis=hung, max_size=4, replicas=replicas)
     rig.consumer.queue = [record(i, post(i)) for i in range(4)] + [
         record(i, post(10 + i), partition=1) for i in range(4)
     ]
@@ -153,8 +163,9 @@ def test_a_revoked_partitions_in_flight_batch_is_neither_written_nor_committed()
     assert sorted(rig.verdict_ids()) == ["p0", "p1", "p2", "p3"]
 
 
-def test_a_broken_model_stops_the_threaded_worker() -> None:
-    rig = Threaded(model=FakeModel(fail_on="*"), model_failure_limit=2)
+@REPLICAS
+def test_a_broken_model_stops_the_threaded_worker(replicas: int) -> None:
+    rig = Threaded(model=FakeModel(fail_on="*"), model_failure_limit=2, replicas=replicas)
     rig.consumer.queue = [record(i, post(i)) for i in range(6)]
     with rig.running() as thread:
         thread.join(LIVENESS_S)
@@ -163,10 +174,30 @@ def test_a_broken_model_stops_the_threaded_worker() -> None:
     assert rig.consumer.committed() == {}
 
 
+@REPLICAS
 @pytest.mark.parametrize("model_queue", [1, 3])
-def test_results_stay_exact_whatever_the_queue_sizes(model_queue: int) -> None:
-    rig = Threaded(max_size=3, model_queue=model_queue, writer_queue=model_queue)
+def test_results_stay_exact_whatever_the_queue_sizes(model_queue: int, replicas: int) -> None:
+    rig = Threaded(max_size=3, model_queue=model_queue, writer_queue=model_queue, replicas=replicas)
     rig.consumer.queue = [record(i, post(i, "x " * (i % 7 + 1))) for i in range(100)]
     with rig.running():
         wait_until(lambda: rig.consumer.committed() == {P0: 100}, "all commits")
     assert sorted(rig.verdict_ids()) == sorted(f"p{i}" for i in range(100))
+
+
+@pytest.mark.parametrize("replicas", [2, 3])
+def test_model_replicas_score_batches_side_by_side_never_more_than_the_model_allows(
+    replicas: int,
+) -> None:
+    model = FakeModel(delay_s=0.02)
+    rig = Threaded(model=model, max_size=4, replicas=replicas)
+    rig.consumer.queue = [
+        record(i // 2, post(i, "x " * (i % 5 + 1)), partition=i % 2) for i in range(240)
+    ]
+    with rig.running():
+        wait_until(lambda: rig.consumer.committed() == {P0: 120, P1: 120}, "all commits")
+        names = {t.name for t in threading.enumerate()}
+        assert {f"modstream-model-{i}" for i in range(replicas)} <= names
+    assert rig.error is None
+    assert model.most_at_once == replicas  # they overlapped, and no more than allowed
+    assert sorted(rig.verdict_ids()) == sorted(f"p{i}" for i in range(240))
+    assert len(rig.kafka.items) == 240  # once each, whatever order batches finished in
