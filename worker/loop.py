@@ -98,6 +98,7 @@ class Worker:
         self._completed: Channel[Completed] = Channel(self._board)
         # One replica per model call that may run at once (the model's concurrency).
         self._crew = ModelCrew(max(1, pipeline.model.concurrency))
+        metrics.MODEL_REPLICAS.set(self._crew.replicas)
         self._replicas = [
             ModelStage(
                 pipeline,

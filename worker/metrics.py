@@ -64,7 +64,7 @@ STAGE_SECONDS = Histogram(
     "Busy time of a stage per unit of work: tokenize (per chunk of polled posts), model "
     "(per micro-batch, with policy), sinks (per batch, until every sink acknowledged), "
     "commit (per offset commit). rate(_sum) is the share of time the stage is busy: the "
-    "stage nearest 1 is the bottleneck.",
+    "stage nearest 1 is the bottleneck (the model's, over modstream_model_replicas).",
     ["stage"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
@@ -73,6 +73,12 @@ STAGE_QUEUE = Gauge(
     "Work waiting in front of a stage (chunks to tokenize, posts waiting for a batch, "
     "batches for the model, jobs for the writer).",
     ["stage"],
+)
+MODEL_REPLICAS = Gauge(
+    "modstream_model_replicas",
+    "Model replicas scoring batches side by side, each on its own thread: the model "
+    "stage's busy time (modstream_stage_seconds) sums over them, up to this many seconds "
+    "a second.",
 )
 MODEL_HEALTHY = Gauge(
     "modstream_model_healthy",

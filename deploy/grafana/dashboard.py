@@ -230,7 +230,8 @@ ROWS: list[tuple[str, list[Panel]]] = [
                 ],
                 "percentunit",
                 "Share of time each stage is busy (tokenize, model, sinks, commit): the stage "
-                "nearest 100% is the worker's bottleneck.",
+                "nearest 100% is the worker's bottleneck. The model's sums over its replicas "
+                "(modstream_model_replicas): two replicas both busy read 200%.",
             ),
             series(
                 "Stage seconds p95",
