@@ -221,9 +221,12 @@ def _epoch_ms(iso: str) -> float:
 
 def worker_process_rss_mib(
     texts: list[str], env: dict[str, str], batch: int, device: str = "auto"
-) -> float:
-    """Peak resident memory of a real ``modstream run`` process (its own model on ``device``,
-    nothing of this harness) after it has worked through ``texts`` from a backlog."""
+) -> dict[str, float]:
+    """Resident memory of a real ``modstream run`` process (its own model on ``device``,
+    nothing of this harness) after it has worked through ``texts`` from a backlog: its peak
+    (``peak``), and at the end the part of it that is anonymous memory (``anon``: the
+    process's own) and the part that is file-backed pages (``file``: mapped libraries and
+    files, which other processes share and the kernel may drop)."""
     import signal
     import subprocess
     import sys
@@ -241,7 +244,7 @@ def worker_process_rss_mib(
     try:
         wait(lambda: committed_total(settings) >= len(texts), "the worker process", 1.0)
         status = Path(f"/proc/{child.pid}/status").read_text()
-        peak_kib = next(int(x.split()[1]) for x in status.splitlines() if x.startswith("VmHWM:"))
+        kib = {x.split(":")[0]: int(x.split()[1]) for x in status.splitlines() if "kB" in x}
         child.send_signal(signal.SIGTERM)
         try:
             child.wait(timeout=120)
@@ -250,4 +253,8 @@ def worker_process_rss_mib(
     finally:
         if child.poll() is None:
             child.kill()
-    return peak_kib / 1024
+    return {
+        "peak": kib["VmHWM"] / 1024,
+        "anon": kib["RssAnon"] / 1024,
+        "file": kib["RssFile"] / 1024,
+    }
