@@ -306,10 +306,11 @@ def main() -> None:
     results["harness_peak_rss_mib"] = peak_rss_mib()
     rss = worker_process_rss_mib(texts, env, args.batch, args.device)
     results["peak_rss_mib"] = rss["peak"]
-    results["rss_at_end_mib"] = {"anon": rss["anon"], "file": rss["file"]}
+    results["rss_at_end_mib"] = {k: v for k, v in rss.items() if k != "peak"}
     print(
-        f"peak RSS of a modstream run process: {rss['peak']:.0f} MiB "
-        f"(at the end: {rss['anon']:.0f} anonymous, {rss['file']:.0f} file-backed)"
+        f"peak RSS of a modstream run process: {rss['peak']:.0f} MiB (at the end: "
+        f"{rss['anon']:.0f} anonymous, {rss['file']:.0f} file-backed, of which "
+        f"{rss['cuda_build_files']:.0f} of the CUDA build's libraries)"
     )
     torch.set_num_threads(all_threads)  # this thread's: the HF models use them all
     results["two_hf_models_padded_128"] = two_hf_models(texts, predictor.device)
@@ -392,7 +393,9 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         f"Peak resident memory of a `modstream run` process: {r['peak_rss_mib']:.0f} MiB "
         f"(at the end: {r['rss_at_end_mib']['anon']:.0f} MiB anonymous, "
-        f"{r['rss_at_end_mib']['file']:.0f} MiB file-backed pages of libraries and files; "
+        f"{r['rss_at_end_mib']['file']:.0f} MiB file-backed pages of libraries and files, "
+        f"{r['rss_at_end_mib'].get('cuda_build_files', 0):.0f} MiB of them of libraries only "
+        "torch's CUDA build has (nvidia-*, libtorch_cuda, triton); "
         f"of this benchmark's process: {r['harness_peak_rss_mib']:.0f} MiB).",
         "",
         "| target | measured | limit | met |",

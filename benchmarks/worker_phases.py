@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -245,6 +246,7 @@ def worker_process_rss_mib(
         wait(lambda: committed_total(settings) >= len(texts), "the worker process", 1.0)
         status = Path(f"/proc/{child.pid}/status").read_text()
         kib = {x.split(":")[0]: int(x.split()[1]) for x in status.splitlines() if "kB" in x}
+        cuda_kib = cuda_build_pages_kib(Path(f"/proc/{child.pid}/smaps").read_text())
         child.send_signal(signal.SIGTERM)
         try:
             child.wait(timeout=120)
@@ -257,4 +259,22 @@ def worker_process_rss_mib(
         "peak": kib["VmHWM"] / 1024,
         "anon": kib["RssAnon"] / 1024,
         "file": kib["RssFile"] / 1024,
+        "cuda_build_files": cuda_kib / 1024,
     }
+
+
+# Files of torch's CUDA build that its CPU build does not have (the Dockerfile's default
+# image installs the CPU build): the nvidia-* wheels, torch's CUDA libraries, triton.
+CUDA_BUILD_FILE = re.compile(r"/site-packages/(nvidia|triton)/|/torch/lib/lib\w*cuda\w*\.so")
+
+
+def cuda_build_pages_kib(smaps: str) -> int:
+    """Resident KiB of file mappings that belong to torch's CUDA build only."""
+    total, counting = 0, False
+    for line in smaps.splitlines():
+        head = line.split(maxsplit=5)
+        if len(head) >= 5 and "-" in head[0] and ":" not in head[0]:  # a mapping's first line
+            counting = len(head) == 6 and bool(CUDA_BUILD_FILE.search(head[5]))
+        elif counting and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
