@@ -353,15 +353,20 @@ class Predictor:
     def shape_multiple(self) -> tuple[int, int]:
         return self._multiple
 
+    def padded_shape(self, rows: int, width: int) -> tuple[int, int]:
+        """``rows`` and ``width`` rounded up to ``shape_multiple`` (the width never past
+        the model's length unless a row is longer): the shape :meth:`_batch` makes."""
+        row_step, width_step = self._multiple
+        padded_width = max(width, min(-(-width // width_step) * width_step, self._max_length))
+        return round_rows(rows, row_step), padded_width
+
     def _batch(self, rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Rows padded to the longest, and their attention mask, on the device; rows and
         width rounded up to ``shape_multiple`` (filler rows of one padding token). On CUDA
         the ids go through pinned host memory and copy without blocking the host; the mask
         is built on the device from the row lengths."""
-        row_step, width_step = self._multiple
-        longest = max(len(r) for r in rows)
-        width = max(longest, min(-(-longest // width_step) * width_step, self._max_length))
-        rows = [*rows, *([[self._pad_id]] * (round_rows(len(rows), row_step) - len(rows)))]
+        all_rows, width = self.padded_shape(len(rows), max(len(r) for r in rows))
+        rows = [*rows, *([[self._pad_id]] * (all_rows - len(rows)))]
         ids = torch.tensor([[*r, *([self._pad_id] * (width - len(r)))] for r in rows])
         lengths = torch.tensor([len(r) for r in rows])
         if self.device.type == "cuda":

@@ -73,6 +73,9 @@ class FakeModel:
         self._ids: dict[str, int] = {}
         self._words: dict[int, str] = {}
 
+    def padded_shape(self, rows: int, width: int) -> tuple[int, int]:
+        return rows, width
+
     def _id(self, word: str) -> int:
         if word not in self._ids:
             self._ids[word] = len(self._ids) + self._first_id  # 1, 2: the special tokens

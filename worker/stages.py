@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from models.base import Classifier, padded_tokens
+from models.base import Classifier
 from worker import metrics
 from worker.batcher import MicroBatcher
 from worker.flow import Board, Channel, Completed, Generations, Item, Prepared, Ref, WriteJob
@@ -243,7 +243,11 @@ class ModelStage:
     def _run(self, batch: list[Prepared]) -> list[tuple[Ref, Verdict | DeadLetter]]:
         started = time.perf_counter()
         encoded = [p.encoded for p in batch]
-        padded = padded_tokens(encoded)
+        # What the model computes: rows x longest, rounded as the model rounds its shapes.
+        rows, width = self._pipeline.model.padded_shape(
+            sum(e.rows for e in encoded), max(e.tokens for e in encoded)
+        )
+        padded = rows * width
         real = sum(len(w) for e in encoded for w in e.windows)
         metrics.BATCH_SIZE.observe(len(batch))  # here, not in _score: retries are not batches
         metrics.BATCH_TOKENS.observe(padded)

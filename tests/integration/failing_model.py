@@ -38,6 +38,9 @@ class AlwaysFailing:
     def concurrency(self) -> int:
         return self._real.concurrency
 
+    def padded_shape(self, rows: int, width: int) -> tuple[int, int]:
+        return self._real.padded_shape(rows, width)
+
     def prepare(self, texts: Sequence[str]) -> list[Encoded]:
         return self._real.prepare(texts)
 

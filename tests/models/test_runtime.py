@@ -154,6 +154,10 @@ def test_batches_rounded_to_a_shape_multiple_score_as_unrounded(predictor: Predi
     # rounding never goes past the model's length: 100 tokens pad to 128, not 144
     ids, mask = rounded._batch([[101] * 100])
     assert tuple(ids.shape) == (1, 128) and mask.sum().item() == 100
+    # the shape the worker's padded-tokens metric counts is the one the batch gets
+    assert rounded.padded_shape(1, 100) == (1, 128)
+    assert rounded.padded_shape(3, 20) == (4, 48)
+    assert tuple(rounded._batch([[101] * 20, [101] * 5, [101] * 7])[0].shape) == (4, 48)
 
 
 def test_fp32_on_the_cpu_runs_without_onednn_and_bf16_rounds_its_shapes(

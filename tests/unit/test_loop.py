@@ -109,6 +109,25 @@ def test_every_record_gets_exactly_one_result_and_offsets_follow() -> None:
     assert rig.consumer.committed() == {P0: 6}
 
 
+class RoundingModel(FakeModel):
+    """Computes every batch padded to multiples of 8 rows and 16 tokens, as the predictor
+    does on a bf16 CPU."""
+
+    def padded_shape(self, rows: int, width: int) -> tuple[int, int]:
+        return -(-rows // 8) * 8, -(-width // 16) * 16
+
+
+def test_padded_tokens_count_the_padding_the_model_adds_to_its_shapes() -> None:
+    rig = Rig(max_size=4, model=RoundingModel())
+    tokens_before = metric("modstream_batch_padded_tokens_sum")
+    share_before = metric("modstream_batch_padding_ratio_sum")
+    rig.consumer.queue = [record(0, post(0, "a b")), record(1, post(1, "c d"))]
+    rig.worker.step()
+    assert rig.model.calls == [2]  # one batch: 2 rows of 4 tokens (2 words + 2 specials)
+    assert metric("modstream_batch_padded_tokens_sum") == tokens_before + 8 * 16
+    assert metric("modstream_batch_padding_ratio_sum") == pytest.approx(share_before + 1 - 8 / 128)
+
+
 def test_posts_are_tokenised_off_the_model_and_batched_by_real_length() -> None:
     rig = Rig(max_size=2)
     before = metric("modstream_batch_padded_tokens_count")
