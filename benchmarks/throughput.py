@@ -263,8 +263,10 @@ def main() -> None:
     for size in (32, args.batch):
         with threads_each(predictor, all_threads):
             variants[(size, 1)] = best_batched(predictor, texts, size, budget)
-        if replicas > 1:
-            variants[(size, replicas)] = best_batched(predictor, texts, size, budget, replicas)
+        if replicas > 1:  # each with its part of the budget, as the worker's batcher
+            variants[(size, replicas)] = best_batched(
+                predictor, texts, size, budget // replicas, replicas
+            )
     for (size, n), (rate, batch_s) in variants.items():
         print(
             f"model-only, batches of {size:3d}, {n} at a time  {rate:8.1f} posts/s, "

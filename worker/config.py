@@ -141,7 +141,10 @@ class Settings(BaseSettings):
         50, ge=0, le=60_000, description="Longest a post waits for its batch, from the first post."
     )
     batch_token_budget: int = Field(
-        8192, ge=16, description="Most padded tokens (size x longest) in one micro-batch."
+        8192,
+        ge=16,
+        description="Most padded tokens (size x longest) in the model at once: each of its "
+        "replicas' micro-batches gets an equal part.",
     )
     batch_max_padding: float = Field(
         0.25,

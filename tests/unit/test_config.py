@@ -58,3 +58,18 @@ def test_env_file(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: i
     f = tmp_path / "settings.env"
     f.write_text("MODSTREAM_GROUP_ID=from-file\n")
     assert load_settings(f).group_id == "from-file"
+
+
+def test_model_replicas_share_the_token_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    from worker.app import batch_limits
+
+    monkeypatch.setenv("MODSTREAM_BATCH_TOKEN_BUDGET", "8192")
+    settings = load_settings()
+    assert batch_limits(settings, 1).token_budget == 8192
+    assert batch_limits(settings, 2).token_budget == 4096  # two batches in the model at once
+    assert batch_limits(settings, 3).token_budget == 2730
+    limits = batch_limits(settings, 2)
+    assert (limits.max_size, limits.max_wait_s) == (
+        settings.batch_max_size,
+        settings.batch_max_wait_ms / 1000,
+    )
