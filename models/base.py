@@ -41,13 +41,6 @@ class Encoded:
         return max(len(w) for w in self.windows)
 
 
-def padded_tokens(items: Sequence[Encoded]) -> int:
-    """Token slots a batch of ``items`` costs once padded: rows x longest window."""
-    if not items:
-        return 0
-    return sum(i.rows for i in items) * max(i.tokens for i in items)
-
-
 class Classifier(Protocol):
     """A multi-task text classifier.
 

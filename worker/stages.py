@@ -154,9 +154,10 @@ class TokenizeStage:
 
 
 class ModelCrew:
-    """What the model stage's replicas share, read and written under the board's lock: how
-    many there are, how many are scoring a batch now, and how many posts in a row failed
-    alone (across replicas: a broken model fails on all of them)."""
+    """What the model stage's replicas share: how many there are, how many are scoring a
+    batch now (read and written under the board's lock), and how many posts in a row failed
+    alone, across replicas, since a broken model fails on all of them (written by the
+    replicas' threads without a lock: a lost update delays the stop by one post at most)."""
 
     def __init__(self, replicas: int = 1) -> None:
         if replicas < 1:

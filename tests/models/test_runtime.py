@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
-from models import DEFAULT_ARTIFACT_DIR
-from models.artifact import read_config
-from models.base import Encoded, padded_tokens
+from models import DEFAULT_ARTIFACT_DIR, runtime
+from models.base import Encoded
 from models.encoder import load_tokenizer
 from models.preprocess import normalise
 from models.runtime import (
@@ -56,7 +56,7 @@ def test_a_long_text_is_cut_into_rows_that_keep_every_token(predictor: Predictor
     tokenizer = load_tokenizer()
     [enc] = predictor.prepare([LONG])
     assert enc.rows > 1 and enc.tokens <= predictor.max_length
-    assert padded_tokens([enc]) <= predictor.max_windows * predictor.max_length
+    assert enc.rows * enc.tokens <= predictor.max_windows * predictor.max_length
     cls, *content, sep = tokenizer(LONG)["input_ids"]
     assert all(w[0] == cls and w[-1] == sep for w in enc.windows)
     assert [t for w in enc.windows for t in w[1:-1]] == content  # in order, none lost
@@ -67,7 +67,7 @@ def test_the_window_cap_keeps_head_and_tail(predictor: Predictor) -> None:
     tokenizer = load_tokenizer()
     text = LONG * 5  # about 12,000 tokens
     [enc] = capped.prepare([text])
-    assert padded_tokens([enc]) <= 3 * capped.max_length
+    assert enc.rows * enc.tokens <= 3 * capped.max_length
     _, *content, _ = tokenizer(text)["input_ids"]
     head, tail = enc.windows[0][1:-1], enc.windows[-1][1:-1]
     assert list(head) == content[: len(head)] and list(tail) == content[-len(tail) :]
@@ -178,32 +178,31 @@ def test_fp32_on_the_cpu_runs_without_onednn_and_bf16_rounds_its_shapes(
     assert predictor.shape_multiple == (1, 1)
 
 
-def test_bf16_on_the_cpu_rounds_its_shapes_and_casts_its_linear_weights_once() -> None:
+def test_bf16_on_the_cpu_rounds_its_shapes_and_casts_its_linear_weights_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    loaded: list[torch.nn.Module] = []
+
+    def keep(directory: Path) -> tuple[torch.nn.Module, object]:
+        model, tokenizer = load_model(directory)
+        loaded.append(model)
+        return model, tokenizer
+
+    monkeypatch.setattr(runtime, "load_model", keep)  # the network load_predictor builds
     auto = load_predictor(DEFAULT_ARTIFACT_DIR, device="cpu", precision="auto")
     if auto.amp_dtype is None:
         pytest.skip("this CPU has no native bf16, so auto precision is fp32")
     assert auto.shape_multiple == (8, 16)
     # Cast once at load to the values autocast would cast them to on every call: the
     # same logits as autocast over the fp32 weights.
-    model, tokenizer = load_model(DEFAULT_ARTIFACT_DIR)
-    reference = load_model(DEFAULT_ARTIFACT_DIR)[0].eval()
-    config = read_config(DEFAULT_ARTIFACT_DIR)
-    bf16 = Predictor(
-        model,
-        tokenizer,
-        config.labels,
-        config.temperatures,
-        config.policy,
-        config.max_length,
-        "test",
-        torch.device("cpu"),
-    )
+    (model,) = loaded
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     assert linears and {m.weight.dtype for m in linears} == {torch.bfloat16}
-    ids, mask = bf16._batch([w for e in bf16.prepare(INPUTS) for w in e.windows])
+    reference = load_model(DEFAULT_ARTIFACT_DIR)[0].eval()
+    ids, mask = auto._batch([w for e in auto.prepare(INPUTS) for w in e.windows])
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         expected = reference(input_ids=ids, attention_mask=mask)
-    got = bf16._run(ids, mask)
+    got = auto._run(ids, mask)
     for task, logits in expected.items():
         assert torch.equal(got[task].float(), logits.float()), task
 

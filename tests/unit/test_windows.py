@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from models.base import Encoded, padded_tokens
+from models.base import Encoded
 from models.windows import (
     corrected,
     fold_windows,
@@ -142,12 +142,11 @@ def test_impossible_window_settings_are_refused(max_length: int, max_windows: in
         windows(sentence(30), max_length, max_windows)
 
 
-def test_encoded_counts_rows_and_padded_tokens_of_windows() -> None:
+def test_encoded_counts_rows_and_longest_window() -> None:
     long = Encoded(windows(" ".join(sentence(7) for _ in range(5)), 10, max_windows=8))
     short = Encoded(windows("a b", 10, max_windows=8))
     assert short.rows == 1 and short.tokens == 4
     assert long.rows == len(long.windows) == 5 and long.tokens == 10
-    assert padded_tokens([long, short]) == (long.rows + 1) * 10
 
 
 def test_fold_takes_the_most_fake_window_corrected_for_the_count_and_averages_sentiment() -> None:
