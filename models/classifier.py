@@ -53,7 +53,10 @@ class MultiTaskClassifier(nn.Module):
 
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         out = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
-        return mean_pool(out.last_hidden_state, attention_mask)
+        # transformers' BertModel (training) returns an output object; the serving
+        # encoder (models.bert) the hidden states themselves.
+        hidden = out if isinstance(out, torch.Tensor) else out.last_hidden_state
+        return mean_pool(hidden, attention_mask)
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor

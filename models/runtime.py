@@ -18,13 +18,21 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import torch
+from tokenizers import Tokenizer
 from torch import nn
 
-from models.artifact import ArtifactError, artifact_version, load_tensors, read_config
+from models.artifact import (
+    ArtifactConfig,
+    ArtifactError,
+    artifact_version,
+    load_tensors,
+    read_config,
+)
 from models.base import Encoded, Scores
+from models.bert import BertEncoder, BertShape
 from models.classifier import MultiTaskClassifier, MultiTaskHeads
 from models.devices import CPU_ONLY_BACKENDS, Backend, available_cpus, parse_device
-from models.encoder import encoder_dir, encoder_sha256, load_encoder, load_tokenizer
+from models.encoder import base_state, encoder_dir, encoder_sha256, serving_tokenizer
 from models.preprocess import normalise
 from models.windows import SENTENCE_END_TOKENS, fold_windows, split_windows
 
@@ -224,11 +232,11 @@ def make_runner(
     return run
 
 
-def special_tokens(tokenizer: object) -> tuple[tuple[int, ...], tuple[int, ...]]:
+def special_tokens(tokenizer: Tokenizer) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """The ids the tokenizer puts before and after a text's own (``[CLS]``, ``[SEP]``)."""
     marker = "hello"
-    bare: list[int] = tokenizer(marker, add_special_tokens=False)["input_ids"]  # type: ignore[operator]
-    full: list[int] = tokenizer(marker)["input_ids"]  # type: ignore[operator]
+    bare: list[int] = tokenizer.encode(marker, add_special_tokens=False).ids
+    full: list[int] = tokenizer.encode(marker).ids
     for start in range(len(full) - len(bare) + 1):
         if full[start : start + len(bare)] == bare:
             return tuple(full[:start]), tuple(full[start + len(bare) :])
@@ -258,7 +266,8 @@ class Predictor:
     def __init__(
         self,
         model: MultiTaskClassifier,
-        tokenizer: object,
+        tokenizer: Tokenizer,
+        pad_id: int,
         labels: Mapping[str, Sequence[str]],
         temperatures: Mapping[str, float],
         policy: Mapping[str, float],
@@ -292,13 +301,11 @@ class Predictor:
         # over 300 batches of random sizes, against 1,507-2,122) at no cost in speed.
         self._multiple = shape_multiple or ((8, 16) if cpu_torch and self.amp_dtype else (1, 1))
         self._run = make_runner(model, backend, device, self.amp_dtype, threads)
-        self._prefix, self._suffix = special_tokens(tokenizer)
-        self._pad_id = int(getattr(tokenizer, "pad_token_id", None) or 0)
-        self._encoder = tokenizer.backend_tokenizer.__class__.from_str(  # type: ignore[attr-defined]
-            tokenizer.backend_tokenizer.to_str()  # type: ignore[attr-defined]
-        )
-        self._encoder.no_truncation()
-        self._encoder.no_padding()
+        self._pad_id = pad_id
+        self._encoder = Tokenizer.from_str(tokenizer.to_str())  # a private copy
+        self._encoder.no_truncation()  # the windows cut long posts (models.windows)
+        self._encoder.no_padding()  # batches are padded by _batch
+        self._prefix, self._suffix = special_tokens(self._encoder)
         self._enders = sentence_end_ids(self._encoder)
         self._labels = {t: list(names) for t, names in labels.items()}
         self._temperatures = dict(temperatures)
@@ -411,40 +418,47 @@ class Predictor:
         return self.predict_encoded(self.prepare(texts))
 
 
-def widen(state: dict[str, torch.Tensor], module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """``state`` with each floating tensor in the dtype of ``module``'s own tensor of that name."""
-    own = module.state_dict()
-    return {
-        k: v.to(own[k].dtype) if k in own and v.is_floating_point() else v for k, v in state.items()
-    }
-
-
-def load_model(directory: Path) -> tuple[MultiTaskClassifier, object]:
-    """The artifact's network (its own encoder weights, or LoRA merged) and tokenizer; refuses
-    other base encoder weights."""
-    config = read_config(directory)
-    base = encoder_dir()
-    actual = encoder_sha256(base)
+def check_base_encoder(directory: Path, config: ArtifactConfig) -> None:
+    """Refuses an artifact trained on other base encoder weights than the installed ones."""
+    actual = encoder_sha256(encoder_dir())
     if config.base_encoder_sha256 != actual:
         raise ArtifactError(
             f"{directory} was trained on encoder weights {config.base_encoder_sha256[:12]}, "
             f"but the installed {config.base_encoder} has {actual[:12]}"
         )
-    tensors = load_tensors(directory, config)
-    encoder = load_encoder(base)
+
+
+def encoder_weights(
+    config: ArtifactConfig, tensors: Mapping[str, Mapping[str, torch.Tensor]]
+) -> dict[str, torch.Tensor]:
+    """An artifact's encoder weights under transformers' names, from its ``tensors``
+    (:func:`models.artifact.load_tensors`): its own (mode "full"; widened to float32 when
+    stored in half precision, since precision at run time is the Predictor's choice), the
+    base encoder's with the artifact's LoRA adapters merged, or the base encoder's."""
+    if config.mode == "full":
+        return {k: v.float() if v.is_floating_point() else v for k, v in tensors["encoder"].items()}
     if config.mode == "lora":
         from models.adapters import merge_lora
 
-        merge_lora(encoder, tensors["adapters"], config.lora or {})
-    elif config.mode == "full":
-        # The artifact's tensors become the parameters (no copy): both loads map their files
-        # lazily, and copying would hold a second encoder in memory (+170 MiB at the peak).
-        # Weights stored in half precision (the default since training.export) are widened to
-        # the encoder's own dtype first; precision at run time is the Predictor's choice.
-        encoder.load_state_dict(widen(tensors.pop("encoder"), encoder), assign=True)
-    heads = MultiTaskHeads(encoder.config.hidden_size, config.head_hidden, config.labels)
+        return merge_lora(base_state(), tensors["adapters"], config.lora or {})[0]
+    return base_state()
+
+
+def load_model(directory: Path) -> tuple[MultiTaskClassifier, Tokenizer, int]:
+    """The artifact's network for serving (its encoder weights in a
+    :class:`models.bert.BertEncoder`, and its heads), the tokenizer and its padding id."""
+    config = read_config(directory)
+    check_base_encoder(directory, config)
+    tensors = load_tensors(directory, config)
+    shape = BertShape.read(encoder_dir() / "config.json")
+    try:
+        encoder = BertEncoder.from_bert(shape, encoder_weights(config, tensors))
+    except ValueError as exc:
+        raise ArtifactError(f"{directory}: {exc}") from None
+    heads = MultiTaskHeads(shape.hidden_size, config.head_hidden, config.labels)
     heads.load_state_dict(tensors["heads"])
-    return MultiTaskClassifier(encoder, heads), load_tokenizer(base)
+    tokenizer, pad_id = serving_tokenizer()
+    return MultiTaskClassifier(encoder, heads).eval(), tokenizer, pad_id
 
 
 def load_predictor(
@@ -468,10 +482,11 @@ def load_predictor(
     # Nothing asked (threads None, one call at a time): every thread keeps its own setting.
     each = None if threads is None and concurrency == 1 else share
     config = read_config(directory)
-    model, tokenizer = load_model(directory)
+    model, tokenizer, pad_id = load_model(directory)
     predictor = Predictor(
         model,
         tokenizer,
+        pad_id,
         config.labels,
         config.temperatures,
         config.policy,

@@ -88,6 +88,7 @@ def rescore_artifact(source: Path, out_dir: Path, tasks: Sequence[TaskData]) -> 
     precision. The weights, history and training facts are kept; temperatures, policy,
     metrics and model card are made anew from ``tasks``' validation splits."""
     from models.artifact import read_config
+    from models.encoder import load_tokenizer
     from models.runtime import load_model
     from training.finetune import encode, val_logits
 
@@ -96,7 +97,8 @@ def rescore_artifact(source: Path, out_dir: Path, tasks: Sequence[TaskData]) -> 
         raise ValueError(
             f"{source}: only full fine-tuned artifacts are rescored (mode {config.mode})"
         )
-    model, tokenizer = load_model(source)
+    model, _, _ = load_model(source)
+    tokenizer = load_tokenizer()
     val = {t.task: encode(t, "val", tokenizer, config.max_length) for t in tasks}
     old = source / "metrics.json"
     result = TrainResult(

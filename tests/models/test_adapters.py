@@ -25,8 +25,13 @@ def test_merged_encoder_matches_the_peft_model() -> None:
             torch.nn.init.normal_(param, std=0.05)
     adapters = peft.get_peft_model_state_dict(adapted)
     merged = load_encoder()
+    base = merged.state_dict()
+    before = {k: v.clone() for k, v in base.items()}
+    state, count = merge_lora(base, adapters, {"r": 4, "alpha": 8})
     # 6 layers x 6 Linear layers named query/key/value/dense, plus the (unused) pooler dense.
-    assert merge_lora(merged, adapters, {"r": 4, "alpha": 8}) == 6 * 6 + 1
+    assert count == 6 * 6 + 1
+    assert all(torch.equal(base[k], before[k]) for k in base)  # its input is left alone
+    merged.load_state_dict(state)
 
     batch = load_tokenizer()(
         ["a short post", "another one, a bit longer"], padding=True, return_tensors="pt"
@@ -45,9 +50,9 @@ def test_adapters_that_fit_no_layer_are_refused() -> None:
     a = torch.zeros(4, 384)
     with pytest.raises(ArtifactError, match="does not match"):
         merge_lora(
-            load_encoder(),
+            load_encoder().state_dict(),
             {"base_model.model.nope.lora_A.weight": a, "base_model.model.nope.lora_B.weight": a.T},
             {"r": 4, "alpha": 8},
         )
     with pytest.raises(ArtifactError, match="'r' and 'alpha'"):
-        merge_lora(load_encoder(), {}, {})
+        merge_lora(load_encoder().state_dict(), {}, {})

@@ -126,7 +126,7 @@ def test_a_full_artifact_serves_its_own_encoder_weights(trained, tmp_path: Path)
         config.model_copy(update={"mode": "full"}),
         {"heads": heads, "encoder": state},
     )
-    model, _ = load_model(tmp_path / "full")
+    model, _, _ = load_model(tmp_path / "full")
     torch.testing.assert_close(model.encoder.state_dict()[word], state[word])
     text = ["what a wonderful day number 3"]
     full, base = (
@@ -153,7 +153,7 @@ def test_a_full_encoder_stored_in_half_precision_serves_in_float32(trained, tmp_
     assert (tmp_path / "f16" / "encoder.safetensors").stat().st_size < 0.55 * (
         tmp_path / "f32" / "encoder.safetensors"
     ).stat().st_size
-    model, _ = load_model(tmp_path / "f16")
+    model, _, _ = load_model(tmp_path / "f16")
     word = "embeddings.word_embeddings.weight"
     assert {p.dtype for p in model.parameters()} == {torch.float32}
     torch.testing.assert_close(model.encoder.state_dict()[word], state[word].half().float())

@@ -183,10 +183,10 @@ def test_bf16_on_the_cpu_rounds_its_shapes_and_casts_its_linear_weights_once(
 ) -> None:
     loaded: list[torch.nn.Module] = []
 
-    def keep(directory: Path) -> tuple[torch.nn.Module, object]:
-        model, tokenizer = load_model(directory)
+    def keep(directory: Path) -> tuple[torch.nn.Module, object, int]:
+        model, tokenizer, pad_id = load_model(directory)
         loaded.append(model)
-        return model, tokenizer
+        return model, tokenizer, pad_id
 
     monkeypatch.setattr(runtime, "load_model", keep)  # the network load_predictor builds
     auto = load_predictor(DEFAULT_ARTIFACT_DIR, device="cpu", precision="auto")
