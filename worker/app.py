@@ -149,7 +149,9 @@ def build_worker(
     pipeline = pipeline or make_pipeline(settings, model)
     limits = batch_limits(settings, pipeline.model.concurrency)
     batcher: MicroBatcher[Prepared] = MicroBatcher(
-        limits, lambda p: Size(p.encoded.rows, p.encoded.tokens)
+        limits,
+        lambda p: Size(p.encoded.rows, p.encoded.tokens),
+        rows_padded=lambda rows: pipeline.model.padded_shape(rows, 1)[0],  # the model now
     )
     return Worker(
         consumer,

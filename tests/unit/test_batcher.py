@@ -170,3 +170,44 @@ def test_the_oldest_post_goes_first_even_when_nothing_matches_its_length() -> No
 def test_the_padding_cap_must_be_a_share() -> None:
     with pytest.raises(ValueError, match="max_padding"):
         BatchLimits(1, 0.1, 10, 1.5)
+
+
+def rounds_rows_to_eights(rows: int) -> int:
+    """What a bf16 CPU model computes (models.runtime.round_rows with a step of 8)."""
+    return -(-rows // 8) * 8 if rows >= 8 else 1 << (rows - 1).bit_length()
+
+
+def row_rounding(max_size: int = 64) -> MicroBatcher[tuple[int, int]]:
+    """Items are (rows, tokens)."""
+    return MicroBatcher(
+        BatchLimits(max_size, 0.05, 10**6),
+        lambda x: Size(*x),
+        ManualClock(),
+        rows_padded=rounds_rows_to_eights,
+    )
+
+
+def test_a_batch_is_cut_back_to_rows_the_model_computes_without_filler() -> None:
+    b = row_rounding()
+    b.extend([(1, 10)] * 10)  # 10 rows would be computed as 16
+    assert len(b.take()) == 8
+    assert len(b.take()) == 2  # the rest: 2 rows, computed as they are
+    b.extend([(1, 10)] * 5)  # 5 -> 4 + 1
+    assert [len(b.take()), len(b.take())] == [4, 1]
+
+
+def test_the_cut_leaves_out_the_items_farthest_in_length() -> None:
+    b = row_rounding()
+    b.extend([(1, 10), (1, 50), (1, 11), (1, 12), (1, 10)])
+    assert b.take() == [(1, 10), (1, 11), (1, 12), (1, 10)]  # 50 waits for the next batch
+    assert b.take() == [(1, 50)]
+
+
+def test_whole_steps_are_not_cut_and_an_oldest_of_odd_rows_goes_as_it_is() -> None:
+    b = row_rounding()
+    b.extend([(1, 10)] * 16)
+    assert len(b.take()) == 16
+    b.extend([(3, 10), (1, 10), (3, 10)])  # heads of 3, 4 and 7 rows: only 4 has no filler
+    assert b.take() == [(3, 10), (1, 10)]
+    b.extend([(3, 10)])  # 3 + 3 = 6 rows: no head fits, so the batch goes whole
+    assert b.take() == [(3, 10), (3, 10)]
