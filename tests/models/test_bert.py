@@ -99,7 +99,7 @@ def test_the_serving_tokenizer_is_transformers_tokenizer() -> None:
 
 
 def test_serving_does_not_import_transformers_model_code() -> None:
-    """The ~190 MiB this module saves a worker (see models.bert) stays saved."""
+    """The memory models.bert saves a worker (see its docstring) stays saved."""
     code = (
         "import sys; from pathlib import Path; from models.runtime import load_predictor; "
         f"p = load_predictor(Path({str(DEFAULT_ARTIFACT_DIR)!r}), device='cpu'); "
