@@ -60,6 +60,7 @@ def child_env(settings: Settings, **extra: str) -> dict[str, str]:
             "MODSTREAM_OUTPUT_TOPIC": settings.output_topic,
             "MODSTREAM_DLQ_TOPIC": settings.dlq_topic,
             "MODSTREAM_GROUP_ID": settings.group_id,
+            "MODSTREAM_PROCESSING_GUARANTEE": settings.processing_guarantee,
             "MODSTREAM_REDIS_KEY_PREFIX": settings.redis_key_prefix,
             "MODSTREAM_REDIS_TTL_SECONDS": str(settings.redis_ttl_seconds),
             "MODSTREAM_METRICS_PORT": "0",

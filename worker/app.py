@@ -125,7 +125,14 @@ def build_worker(
     kafka_sinks = ("kafka", "dead_letter")
     # Exactly-once applies to the live group; a replay commits nothing to it.
     exactly_once = settings.processing_guarantee == "exactly-once" and consumer is None
-    txn_id = {"transactional_id": settings.txn_id} if exactly_once else {}
+    txn_id: dict[str, object] = (
+        {
+            "transactional_id": settings.txn_id,
+            "transaction_timeout_ms": settings.transaction_timeout_seconds * 1000,
+        }
+        if exactly_once
+        else {}
+    )
     producer = up(
         lambda: _kafka_client(settings, lambda s: make_producer(s, **txn_id)), kafka_sinks
     )

@@ -73,6 +73,14 @@ class Settings(BaseSettings):
         description="exactly-once only: how often the open transaction commits (the latency "
         "a read_committed reader sees).",
     )
+    transaction_timeout_seconds: int = Field(
+        60,
+        ge=1,
+        le=900,
+        description="exactly-once only: how long a transaction may stay open before the broker "
+        "aborts it (a sink outage that long: the worker then begins anew from the committed "
+        "offsets); at most the broker's transaction.max.timeout.ms.",
+    )
     transactional_id: str | None = Field(
         None,
         description="exactly-once only: the producer's transactional id, stable across restarts "

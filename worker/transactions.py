@@ -12,7 +12,8 @@ costs some throughput (the pipeline empties once per ``MODSTREAM_COMMIT_INTERVAL
 
 A failed send, a failed commit or a rebalance aborts the transaction: the writes since the
 last commit vanish for ``read_committed`` readers and the loop rewinds to the committed
-offsets. Redis is outside the transaction; it stays correct because a verdict is
+offsets. So does a transaction the broker aborted itself, having stayed open past
+``MODSTREAM_TRANSACTION_TIMEOUT_SECONDS`` (a long sink outage). Redis is outside the transaction; it stays correct because a verdict is
 overwritten per ``post_id``.
 
 The writer holds :meth:`writing` while it sends and waits for acknowledgements, and the
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol, TypeVar
@@ -110,10 +112,41 @@ class Transactions:
         when even that fails (the producer is fenced or the broker is gone): the worker
         must stop, and the broker aborts the transaction when it times out."""
         with self._lock:
-            self._bounded(self._producer.abort_transaction, "abort_transaction")
+            try:
+                self._bounded(self._producer.abort_transaction, "abort_transaction")
+            except KafkaTimeoutError:
+                raise  # the abort may still be running: nothing else may start
+            except KafkaError as exc:
+                # kafka-python recovers from some send errors on its own (KIP-360): when the
+                # broker has aborted a transaction that stayed open past its timeout (a
+                # long sink outage), the next send fails with InvalidProducerEpoch and the
+                # producer bumps its epoch, which ends the transaction client-side too.
+                # Nothing is left to abort then, and the next transaction can begin.
+                self._begin_after_failed_abort(exc)
+            else:
+                self._bounded(self._producer.begin_transaction, "begin_transaction")
             metrics.TRANSACTIONS.labels("aborted").inc()
             self.broken = False
-            self._bounded(self._producer.begin_transaction, "begin_transaction")
+
+    def _begin_after_failed_abort(self, abort_error: KafkaError) -> None:
+        """Begin the next transaction once the producer allows it (an epoch bump finishes
+        asynchronously); re-raise ``abort_error`` if it never does within the timeout."""
+        deadline = time.monotonic() + self._timeout
+        while True:
+            try:
+                self._bounded(self._producer.begin_transaction, "begin_transaction")
+            except KafkaTimeoutError:
+                raise abort_error from None
+            except KafkaError:
+                if time.monotonic() >= deadline:
+                    raise abort_error from None
+                time.sleep(0.05)
+            else:
+                log.warning(
+                    "the transaction had already ended in the producer (%s); the next one began",
+                    abort_error,
+                )
+                return
 
     def _bounded(self, call: Callable[[], R], what: str) -> R:
         """Run ``call`` on a helper thread; :class:`KafkaTimeoutError` after the timeout

@@ -195,9 +195,14 @@ def produce(settings: Settings, run_id: str, start: int, n: int) -> None:
 
 
 def read_all(settings: Settings, topic: str) -> list[Any]:
-    """Every record of ``topic`` up to its end offsets now."""
+    """Every record of ``topic`` up to its end offsets now; only those of committed
+    transactions when the worker writes exactly once (a read_committed reader)."""
+    exactly_once = settings.processing_guarantee == "exactly-once"
     consumer = KafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False, group_id=None
+        bootstrap_servers=settings.bootstrap_servers,
+        enable_auto_commit=False,
+        group_id=None,
+        isolation_level="read_committed" if exactly_once else "read_uncommitted",
     )
     try:
         parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
@@ -252,6 +257,8 @@ def check_every_post(
     assert in_redis == expected, f"missing in Redis: {sorted(expected - in_redis)[:10]}"
     missing = sorted(expected - set(on_topic))[:10]
     assert set(on_topic) == expected, f"missing on the topic: {missing}"
+    if settings.processing_guarantee == "exactly-once":
+        assert outcome.duplicates == 0, "a read_committed reader saw a verdict twice"
 
 
 def report(outcome: Outcome, capsys: pytest.CaptureFixture[str]) -> None:
@@ -268,26 +275,40 @@ def stop_cleanly(child: Child) -> float:
 
 # ---- scenarios ----------------------------------------------------------------------------
 
-# Past the 60 s after which a stalled loop would fail liveness: the probe must not care.
+# Past the 60 s after which a stalled loop would fail liveness: the probe must not care. And
+# past the 60 s after which the broker aborts a transaction left open (exactly-once: the
+# transaction holding the verdicts sent before Redis went down).
 REDIS_OUTAGE_S = 65
+TXN_TIMEOUT_S = 10
 
 
+@pytest.mark.parametrize("guarantee", ["at-least-once", "exactly-once"])
 def test_a_redis_outage_mid_stream_makes_the_worker_unready_not_dead(
     services: Any,
     run_id: str,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     request: pytest.FixtureRequest,
+    guarantee: str,
 ) -> None:
     server = RedisServer(tmp_path / "redis")
     request.addfinalizer(server.stop)
     server.start()
-    settings = settings_for(dataclasses.replace(services, redis_url=server.url), run_id)
+    settings = settings_for(
+        dataclasses.replace(services, redis_url=server.url),
+        run_id,
+        processing_guarantee=guarantee,
+    )
     create_topics(settings)
     client = server.client()
-    outcome = Outcome(f"redis-outage-{REDIS_OUTAGE_S}s", posts=300)
+    outcome = Outcome(f"redis-outage-{REDIS_OUTAGE_S}s-{guarantee}", posts=300)
     produce(settings, run_id, 0, 100)
-    with children(Child.start(settings, tmp_path / "worker.log")) as (worker,):
+    # Exactly-once: a transaction timeout well inside the outage, so the broker always
+    # aborts the transaction holding the verdicts sent before Redis went down (it checks
+    # every 10 s), and the worker must carry on from the committed offsets.
+    txn_timeout = {"MODSTREAM_TRANSACTION_TIMEOUT_SECONDS": str(TXN_TIMEOUT_S)}
+    extra = txn_timeout if guarantee == "exactly-once" else {}
+    with children(Child.start(settings, tmp_path / "worker.log", **extra)) as (worker,):
         wait_for(lambda: len(redis_ids(client, run_id)) >= 100, FIRST_VERDICTS_S, "100 verdicts")
         with Sampler(worker, "redis") as sampler:
             server.stop()
@@ -304,6 +325,10 @@ def test_a_redis_outage_mid_stream_makes_the_worker_unready_not_dead(
             wait_for(lambda: worker.status("/readyz") == 200, 30, "/readyz 200 again")
         assert worker.metric("modstream_sink_up", sink="redis") == 1
         assert worker.proc.poll() is None, worker.tail()
+        if guarantee == "exactly-once":
+            aborted = worker.metric("modstream_transactions_total", result="aborted") or 0
+            assert aborted >= 1, "the expired transaction was never aborted"
+            outcome.extra["aborted"] = int(aborted)
         outcome.extra["exit_s"] = round(stop_cleanly(worker), 1)
     samples = sampler.samples
     assert samples and all(s.running and s.healthz == 200 for s in samples), "liveness failed"

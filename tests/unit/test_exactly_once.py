@@ -14,6 +14,7 @@ from tests.unit.test_loop import P0, P1, Rig, post
 from worker.checkpoint import Partition
 from worker.loop import TransactionAbortError
 from worker.schema import DeadLetter, Verdict
+from worker.sinks import SinkError
 from worker.transactions import Transactions
 
 
@@ -34,9 +35,12 @@ class FakeTxnProducer:
         self.calls.append("init")
 
     def begin_transaction(self) -> None:
-        assert not self.open, "a transaction is already open"
-        self.open = True
         self.calls.append("begin")
+        if self.fail_abort:  # fenced: a producer in a fatal state refuses everything
+            raise ProducerFencedError("another instance took over")
+        if self.open:
+            raise KafkaError("Invalid transition from IN_TRANSACTION to IN_TRANSACTION")
+        self.open = True
 
     def send_offsets_to_transaction(self, offsets: Any, group_metadata: Any) -> None:
         assert self.open
@@ -59,6 +63,8 @@ class FakeTxnProducer:
         self.calls.append("abort")
         if self.fail_abort:
             raise ProducerFencedError("another instance took over")
+        if not self.open:  # as kafka-python, when there is no transaction to abort
+            raise KafkaError("Invalid transition from READY to ABORTING_TRANSACTION")
         self.pending = []
         self._staged = {}
         self.open = False
@@ -78,12 +84,14 @@ class TxnSink(SendingListSink):
 
 
 class EosRig(Rig):
-    def __init__(self, kafka_failures: int = 0, **kwargs: Any) -> None:
+    def __init__(
+        self, kafka_failures: int = 0, kafka_sink: type[TxnSink] | None = None, **kwargs: Any
+    ) -> None:
         self.producer = FakeTxnProducer()
         self.txn = Transactions(self.producer, lambda: "group-generation-1", timeout_s=5)
         self.txn.start()
         super().__init__(
-            kafka=TxnSink(self.producer, "kafka", kafka_failures),
+            kafka=(kafka_sink or TxnSink)(self.producer, "kafka", kafka_failures),
             dlq=TxnSink(self.producer, "dead_letter"),
             transactions=self.txn,
             commit_interval_s=1.0,
@@ -193,6 +201,34 @@ def test_an_abort_that_fails_stops_the_worker() -> None:
     with pytest.raises(TransactionAbortError, match="another instance"):
         for _ in range(3):
             rig.worker.step()
+
+
+def test_a_transaction_the_broker_already_aborted_is_not_aborted_again() -> None:
+    """A sink outage past the transaction timeout: the broker aborts the transaction, the
+    next send fails (InvalidProducerEpoch) and kafka-python bumps the producer's epoch,
+    which ends the transaction client-side. The worker begins the next one and redoes the
+    work from the committed offsets, instead of stopping."""
+
+    class EpochBumpingSink(TxnSink):
+        def write_batch(self, items: Sequence[object]) -> None:
+            if self.failures:  # the send fails, and the producer ends the transaction
+                self.failures -= 1
+                self.producer.open, self.producer.pending = False, []
+                raise SinkError("InvalidProducerEpochError")
+            super().write_batch(items)
+
+    rig = EosRig(max_size=4, kafka_failures=1, kafka_sink=EpochBumpingSink)
+    records = [record(i, post(i)) for i in range(2)]
+    rig.consumer.queue = list(records)
+    rig.worker.step()  # the send fails; the loop aborts: nothing to abort, the next begins
+    assert rig.producer.calls == ["init", "begin", "abort", "begin"] and rig.producer.open
+    assert rig.consumer.rewound[-1] == {P0: 0}
+    rig.consumer.queue = list(records)
+    for _ in range(4):
+        rig.clock.advance(1.0)
+        rig.worker.step()
+    assert rig.visible_ids() == ["p0", "p1"]
+    assert rig.producer.offsets == {P0: 2}
 
 
 def test_stop_commits_the_transaction_once_everything_is_written() -> None:
