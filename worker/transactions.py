@@ -13,8 +13,8 @@ costs some throughput (the pipeline empties once per ``MODSTREAM_COMMIT_INTERVAL
 A failed send, a failed commit or a rebalance aborts the transaction: the writes since the
 last commit vanish for ``read_committed`` readers and the loop rewinds to the committed
 offsets. So does a transaction the broker aborted itself, having stayed open past
-``MODSTREAM_TRANSACTION_TIMEOUT_SECONDS`` (a long sink outage). Redis is outside the transaction; it stays correct because a verdict is
-overwritten per ``post_id``.
+``MODSTREAM_TRANSACTION_TIMEOUT_SECONDS`` (a long sink outage). Redis is outside the
+transaction; it stays correct because a verdict is overwritten per ``post_id``.
 
 The writer holds :meth:`writing` while it sends and waits for acknowledgements, and the
 main thread takes the same lock to commit or abort, so no send of a dropped batch can land

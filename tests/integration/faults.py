@@ -26,6 +26,8 @@ from tests.integration.helpers import free_port
 ROOT = Path(__file__).resolve().parents[2]
 KAFKA_POM = ROOT / "deploy" / "local" / "kafka" / "pom.xml"
 KAFKA_LOG4J = ROOT / "deploy" / "local" / "kafka" / "log4j2.properties"
+# The settings every local single-node broker shares (deploy/local/stack.sh uses them too).
+KAFKA_BASE_PROPERTIES = ROOT / "deploy" / "local" / "kafka" / "server.base.properties"
 STOP_S = 30.0
 
 
@@ -153,7 +155,9 @@ class KafkaBroker:
         return f"127.0.0.1:{self.port}"
 
     def _properties(self) -> str:
-        return f"""process.roles=broker,controller
+        """This broker's node, quorum, listeners and log dirs, then the settings every
+        local single-node broker shares (the local stack's too)."""
+        own = f"""process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:{self.controller_port}
 listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}
@@ -162,19 +166,8 @@ listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 log.dirs={self.data_dir / "logs"}
-offsets.topic.replication.factor=1
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
-offsets.topic.num.partitions=4
-group.initial.rebalance.delay.ms=0
-num.partitions=4
-auto.create.topics.enable=true
-num.network.threads=2
-num.io.threads=2
-num.recovery.threads.per.data.dir=1
 """
+        return own + KAFKA_BASE_PROPERTIES.read_text()
 
     def _java(self, *args: str) -> list[str]:
         return [
