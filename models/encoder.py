@@ -63,7 +63,7 @@ def load_encoder(directory: Path | None = None) -> PreTrainedModel:
 
 
 def base_state(directory: Path | None = None) -> dict[str, torch.Tensor]:
-    """The base encoder's weights under transformers' names (read lazily from the file)."""
+    """The base encoder's weights under transformers' names, from its safetensors file."""
     return load_file((directory or encoder_dir()) / WEIGHTS_FILE)
 
 
