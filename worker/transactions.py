@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from typing import Any, Protocol, TypeVar
 
 from kafka import TopicPartition
-from kafka.errors import KafkaError, KafkaTimeoutError
+from kafka.errors import KafkaError, KafkaTimeoutError, ProducerFencedError
 from kafka.structs import OffsetAndMetadata
 
 from worker import metrics
@@ -114,8 +114,8 @@ class Transactions:
         with self._lock:
             try:
                 self._bounded(self._producer.abort_transaction, "abort_transaction")
-            except KafkaTimeoutError:
-                raise  # the abort may still be running: nothing else may start
+            except (KafkaTimeoutError, ProducerFencedError):
+                raise  # the abort may still be running, or this producer is done for
             except KafkaError as exc:
                 # kafka-python recovers from some send errors on its own (KIP-360): when the
                 # broker has aborted a transaction that stayed open past its timeout (a
@@ -135,7 +135,7 @@ class Transactions:
         while True:
             try:
                 self._bounded(self._producer.begin_transaction, "begin_transaction")
-            except KafkaTimeoutError:
+            except (KafkaTimeoutError, ProducerFencedError):
                 raise abort_error from None
             except KafkaError:
                 if time.monotonic() >= deadline:
