@@ -55,6 +55,15 @@ def test_a_second_worker_takes_over_partitions_without_losing_posts(services, ru
                 "the partitions to be shared",
             )
             assert first.assigned.isdisjoint(second.assigned)
-            wait_for(lambda: committed_total(settings) == 2000, 180, "all offsets committed")
+            try:
+                wait_for(lambda: committed_total(settings) == 2000, 180, "all offsets committed")
+            except TimeoutError as exc:  # say where it stuck: each worker's view
+                views = {
+                    name: (sorted(w.assigned), w.committed(), w.stopping, repr(w.failed))
+                    for name, w in (("first", first), ("second", second))
+                }
+                raise TimeoutError(
+                    f"{exc}: {committed_total(settings)} committed; workers {views}"
+                ) from None
     keys = {k.decode().rsplit(":", 1)[1] for k in verdict_keys(client, run_id)}
     assert keys == {e["post_id"] for e in posts}
