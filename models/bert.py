@@ -160,7 +160,6 @@ class BertEncoder(nn.Module):
 
     def __init__(self, shape: BertShape) -> None:
         super().__init__()
-        self.shape = shape
         self.embeddings = BertEmbeddings(shape)
         self.encoder = BertLayers(shape)
 

@@ -275,6 +275,21 @@ def stop_cleanly(child: Child) -> float:
 
 # ---- scenarios ----------------------------------------------------------------------------
 
+
+def started_redis(
+    services: Any, run_id: str, tmp_path: Path, request: pytest.FixtureRequest, **overrides: Any
+) -> tuple[RedisServer, Settings, redis.Redis]:
+    """A private Redis (stopped at the end of the test), settings that use it, the topics."""
+    server = RedisServer(tmp_path / "redis")
+    request.addfinalizer(server.stop)
+    server.start()
+    settings = settings_for(
+        dataclasses.replace(services, redis_url=server.url), run_id, **overrides
+    )
+    create_topics(settings)
+    return server, settings, server.client()
+
+
 # Past the 60 s after which a stalled loop would fail liveness: the probe must not care.
 REDIS_OUTAGE_S = 65
 
@@ -286,12 +301,7 @@ def test_a_redis_outage_mid_stream_makes_the_worker_unready_not_dead(
     capsys: pytest.CaptureFixture[str],
     request: pytest.FixtureRequest,
 ) -> None:
-    server = RedisServer(tmp_path / "redis")
-    request.addfinalizer(server.stop)
-    server.start()
-    settings = settings_for(dataclasses.replace(services, redis_url=server.url), run_id)
-    create_topics(settings)
-    client = server.client()
+    server, settings, client = started_redis(services, run_id, tmp_path, request)
     outcome = Outcome(f"redis-outage-{REDIS_OUTAGE_S}s", posts=300)
     produce(settings, run_id, 0, 100)
     with children(Child.start(settings, tmp_path / "worker.log")) as (worker,):
@@ -341,16 +351,9 @@ def test_exactly_once_through_a_redis_outage_longer_than_the_transaction_timeout
     every post once. Usually it carries on in place; in about one run of five kafka-python
     fences the producer while it recovers, and the worker stops: then it is started again,
     as Kubernetes would, and must still lose and repeat nothing."""
-    server = RedisServer(tmp_path / "redis")
-    request.addfinalizer(server.stop)
-    server.start()
-    settings = settings_for(
-        dataclasses.replace(services, redis_url=server.url),
-        run_id,
-        processing_guarantee="exactly-once",
+    server, settings, client = started_redis(
+        services, run_id, tmp_path, request, processing_guarantee="exactly-once"
     )
-    create_topics(settings)
-    client = server.client()
     outcome = Outcome(f"redis-outage-{TXN_OUTAGE_S}s-exactly-once", posts=300)
     env = {"MODSTREAM_TRANSACTION_TIMEOUT_SECONDS": str(TXN_TIMEOUT_S)}
     log = tmp_path / "worker.log"
