@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from models.adapters import merge_lora
-from models.artifact import ArtifactError
-from models.encoder import load_encoder, load_tokenizer
+from models.artifact import ArtifactConfig, ArtifactError, save_artifact
+from models.classifier import MultiTaskHeads
+from models.encoder import encoder_sha256, load_encoder, load_tokenizer, mean_pool
+from models.runtime import load_model
 from training.finetune import LORA_TARGETS
 
 pytestmark = pytest.mark.model
 
 
-def test_merged_encoder_matches_the_peft_model() -> None:
+def peft_adapted() -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
+    """transformers' encoder with random LoRA adapters through peft (r 4, alpha 8), and the
+    adapters alone under peft's names."""
     peft = pytest.importorskip("peft")
     torch.manual_seed(0)
     adapted = peft.get_peft_model(
@@ -23,7 +29,18 @@ def test_merged_encoder_matches_the_peft_model() -> None:
     for name, param in adapted.named_parameters():
         if "lora_B" in name:
             torch.nn.init.normal_(param, std=0.05)
-    adapters = peft.get_peft_model_state_dict(adapted)
+    return adapted.eval(), peft.get_peft_model_state_dict(adapted)
+
+
+def batch() -> dict[str, torch.Tensor]:
+    enc = load_tokenizer()(
+        ["a short post", "another one, a bit longer"], padding=True, return_tensors="pt"
+    )
+    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+
+def test_merged_encoder_matches_the_peft_model() -> None:
+    adapted, adapters = peft_adapted()
     merged = load_encoder()
     base = merged.state_dict()
     before = {k: v.clone() for k, v in base.items()}
@@ -33,15 +50,12 @@ def test_merged_encoder_matches_the_peft_model() -> None:
     assert all(torch.equal(base[k], before[k]) for k in base)  # its input is left alone
     merged.load_state_dict(state)
 
-    batch = load_tokenizer()(
-        ["a short post", "another one, a bit longer"], padding=True, return_tensors="pt"
-    )
-    adapted.eval()
+    inputs = batch()
     merged.eval()
     with torch.inference_mode():
-        want = adapted(**batch).last_hidden_state
-        got = merged(**batch).last_hidden_state
-        plain = load_encoder().eval()(**batch).last_hidden_state
+        want = adapted(**inputs).last_hidden_state
+        got = merged(**inputs).last_hidden_state
+        plain = load_encoder().eval()(**inputs).last_hidden_state
     assert torch.allclose(got, want, atol=1e-4)
     assert not torch.allclose(got, plain, atol=1e-3)  # the adapters did change the encoder
 
@@ -56,3 +70,32 @@ def test_adapters_that_fit_no_layer_are_refused() -> None:
         )
     with pytest.raises(ArtifactError, match="'r' and 'alpha'"):
         merge_lora(load_encoder().state_dict(), {}, {})
+
+
+def test_a_lora_artifact_serves_the_encoder_peft_adapts(tmp_path: Path) -> None:
+    """What the worker loads (models.runtime.load_model: the base weights, the adapters
+    merged, the serving encoder) computes what peft's adapted model computes."""
+    adapted, adapters = peft_adapted()
+    labels = {"sentiment": ["negative", "positive"]}
+    config = ArtifactConfig(
+        base_encoder_sha256=encoder_sha256(),
+        mode="lora",
+        labels=labels,
+        head_hidden=8,
+        max_length=32,
+        temperatures={"sentiment": 1.0},
+        policy={},
+        lora={"r": 4, "alpha": 8},
+    )
+    heads = MultiTaskHeads(384, 8, labels).state_dict()
+    save_artifact(tmp_path, config, {"heads": heads, "adapters": adapters})
+    served, _, _ = load_model(tmp_path)
+    inputs = batch()
+    with torch.inference_mode():
+        want = mean_pool(adapted(**inputs).last_hidden_state, inputs["attention_mask"])
+        got = served.embed(**inputs)
+        plain = mean_pool(
+            load_encoder().eval()(**inputs).last_hidden_state, inputs["attention_mask"]
+        )
+    assert torch.allclose(got, want, atol=1e-4)
+    assert not torch.allclose(got, plain, atol=1e-3)
