@@ -24,7 +24,7 @@ def security_kwargs(settings: Settings) -> dict[str, Any]:
         # The Java client's default. kafka-python's (30 s) spaces reconnection attempts up to
         # 30 s apart once a broker has been down a while, so a worker took up to half a
         # minute more to notice that a restarted broker was back (the fault test's broker
-        # restart, down 20 s: 9-37 s to recover with 30 s, 1.0-2.1 s with 1 s).
+        # restart, down 20 s: 9-37 s to recover with 30 s, 1.0-2.5 s with 1 s).
         "reconnect_backoff_max_ms": 1000,
     }
     if settings.kafka_sasl_mechanism is not None:
