@@ -70,8 +70,10 @@ class Settings(BaseSettings):
         1000,
         ge=10,
         le=600_000,
-        description="exactly-once only: how often the open transaction commits (the latency "
-        "a read_committed reader sees).",
+        description="How often offsets commit. at-least-once: at most this often while records "
+        "are in flight, at once when none is (a crash redoes at most this much work); "
+        "exactly-once: how often the open transaction commits (the latency a read_committed "
+        "reader sees).",
     )
     transaction_timeout_seconds: int = Field(
         60,

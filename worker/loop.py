@@ -1,7 +1,7 @@
 """The main loop. One :meth:`Worker.step` is the main thread's whole job:
 
     poll -> decode (dead letters out) -> track offsets -> hand posts to the stages
-         -> take acknowledged results back -> commit -> backpressure
+         -> take acknowledged results back -> commit (when due) -> backpressure
 
 and the stages (:mod:`worker.stages`, one thread each) do the rest:
 
@@ -14,7 +14,7 @@ A signal only sets a flag: the loop stops polling, lets the stages drain within 
 time, commits what is safe, and returns, even if a sink hangs.
 
 In exactly-once mode (:mod:`worker.transactions`) the writes go into a Kafka transaction
-and the commit happens at a checkpoint barrier instead of after every step: fetching
+and the commit happens at a checkpoint barrier instead: fetching
 pauses, everything in flight reaches the sinks, and the offsets commit with the
 transaction. A failed send or commit, and any rebalance, aborts the transaction and
 rewinds to the committed offsets.
@@ -60,7 +60,9 @@ class LoopConfig:
     writer_queue: int = 2  # scored batches waiting for the writer
     model_failure_limit: int = 5  # posts failing alone in a row before the model is broken
     stop_join_s: float = 2.0  # after the grace time, how long to wait for stuck stages
-    commit_interval_s: float = 1.0  # exactly-once: how often the transaction commits
+    # How often offsets commit: at-least-once, at most this often (and whenever nothing is
+    # in flight); exactly-once, how often the transaction commits.
+    commit_interval_s: float = 1.0
 
 
 class TransactionAbortError(RuntimeError):
@@ -146,6 +148,7 @@ class Worker:
         self._barrier = False
         self._next_txn_at = clock() + config.commit_interval_s
         self._txn_from: dict[Partition, int] = {}
+        self._next_commit_at = clock()  # at-least-once: the first commit goes at once
 
     # --- lifecycle -------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -231,7 +234,7 @@ class Worker:
             self.stages.run_inline()
         self._settle()
         if self._txn is None:
-            self._checkpoint.commit()
+            self._commit_when_due()
         else:
             self._transaction_step()
         self._backpressure()
@@ -279,6 +282,19 @@ class Worker:
         size = self._cfg.chunk_size
         for start in range(0, len(items), size):
             self._to_tokenize.put(items[start : start + size])
+
+    def _commit_when_due(self) -> None:
+        """At-least-once: commit what every sink acknowledged once the commit interval is
+        up, or at once when nothing is in flight (a quiet topic, the end of a backlog or a
+        replay). From a backlog, a commit on every step was 8 commits a second, each a round
+        trip on this thread and a write to ``__consumer_offsets`` (Kafka's own consumers
+        commit every 5 s by default); a crash redoes at most an interval's work. A failed
+        commit is retried on the next step."""
+        now = self._clock()
+        if now < self._next_commit_at and self._tracker.in_flight():
+            return
+        if self._tracker.committable() and self._checkpoint.commit():
+            self._next_commit_at = now + self._cfg.commit_interval_s
 
     def _settle(self) -> None:
         """Mark done the records every sink acknowledged, unless revoked since polled."""

@@ -314,6 +314,28 @@ def test_backpressure_pauses_until_the_sinks_catch_up_then_resumes() -> None:
     assert rig.consumer.committed() == {P0: 12}
 
 
+def test_with_work_in_flight_offsets_commit_once_per_interval_and_at_once_when_none_is() -> None:
+    rig = Rig(max_size=1, redis=ListSink("redis", fail_if=refuses("p3")), commit_interval_s=1.0)
+    rig.consumer.queue = [record(0, post(0)), record(1, post(1))]
+    rig.worker.step()  # both acknowledged, nothing in flight: committed at once
+    assert rig.consumer.commits == [{P0: 2}]
+    rig.clock.advance(0.1)
+    rig.consumer.queue = [record(2, post(2)), record(3, post(3))]
+    rig.worker.step()  # p2 acknowledged, p3 refused and in flight: the interval is not up
+    assert [v.post_id for v in rig.verdicts()] == ["p0", "p1", "p2"]
+    assert rig.consumer.commits == [{P0: 2}]
+    rig.clock.advance(0.5)
+    rig.worker.step()
+    assert rig.consumer.commits == [{P0: 2}]
+    rig.clock.advance(0.4)  # a second after the first commit
+    rig.worker.step()
+    assert rig.consumer.commits == [{P0: 2}, {P0: 3}]
+    rig.redis.fail_if = None
+    rig.clock.advance(0.5)  # past the retry's backoff, half an interval after the commit
+    rig.worker.step()  # p3 acknowledged: nothing in flight, so it need not wait
+    assert rig.consumer.commits == [{P0: 2}, {P0: 3}, {P0: 4}]
+
+
 def test_a_failed_commit_is_retried_on_the_next_step() -> None:
     rig = Rig(max_size=1)
     rig.consumer.fail_commits = 1
