@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from types import FrameType
@@ -21,7 +22,7 @@ from worker.flow import Prepared
 from worker.health import HealthServer
 from worker.hotswap import ModelReloader, artifact_loader
 from worker.kafka_client import make_consumer, make_producer
-from worker.loop import LoopConfig, Worker
+from worker.loop import LoopConfig, TransactionAbortError, Worker
 from worker.pipeline import Pipeline
 from worker.policy import Policy
 from worker.privacy import Pseudonymiser
@@ -240,6 +241,30 @@ def install_startup_signal_handlers(wait: StartupWait) -> None:
     signal.signal(signal.SIGINT, handle)
 
 
+class RestartsInPlace:
+    """Whether a worker whose exactly-once producer was fenced may start again in place.
+
+    kafka-python sometimes fences its own producer while it recovers from a transaction the
+    broker aborted (a sink outage past the transaction timeout): new clients with the same
+    transactional id then carry on, as Kafka Streams does on a fence, without reloading the
+    model or waiting out an orchestrator's restart back-off. A second fence within
+    ``min_gap_s`` of the last restart is taken for what a fence usually means, another
+    instance with the same transactional id, and the process stops instead of fencing it
+    back at once."""
+
+    def __init__(self, min_gap_s: float = 60.0, clock: Callable[[], float] = time.monotonic):
+        self._min_gap = min_gap_s
+        self._clock = clock
+        self._last: float | None = None
+
+    def allow(self) -> bool:
+        now = self._clock()
+        if self._last is not None and now - self._last < self._min_gap:
+            return False
+        self._last = now
+        return True
+
+
 def run(settings: Settings, model: Classifier | None = None) -> int:
     """The ``modstream run`` command. Returns the process exit code.
 
@@ -248,6 +273,7 @@ def run(settings: Settings, model: Classifier | None = None) -> int:
     metrics.init_labels()
     probes = Probes(stale_after_s=60.0 + settings.sink_timeout_seconds)
     wait = StartupWait(settings.startup_timeout_seconds)
+    restarts = RestartsInPlace()
     with ExitStack() as stack:
         if settings.metrics_port:
             server = HealthServer(
@@ -263,28 +289,46 @@ def run(settings: Settings, model: Classifier | None = None) -> int:
         model = model or load_model(settings)
         metrics.MODEL_INFO.info({"version": model.version, "dir": str(settings.model_dir)})
         pipeline = make_pipeline(settings, model)
-        try:
-            worker = build_worker(settings, model, stack, pipeline=pipeline, wait=wait)
-        except StartupInterruptedError:
-            log.info("stopped during start-up")
-            return 0
-        reloader = start_reloader(settings, pipeline)
-        stack.callback(reloader.stop)
-        probes.attach(worker)
-        install_signal_handlers(worker, reloader.request)
-        if wait.stopped:  # a signal came while the last client connected
-            worker.request_stop()
-        log.info(
-            "consuming %s as group %s -> %s, dead letters -> %s",
-            settings.input_topic,
-            settings.group_id,
-            settings.output_topic,
-            settings.dlq_topic,
-        )
-        try:
-            worker.run()
-        except ModelBrokenError as exc:
-            log.error("stopping: %s (what was acknowledged is committed)", exc)
-            return 4
+        reloader: ModelReloader | None = None
+        while True:
+            # The Kafka and Redis clients live for one worker; the model, its hot-swap
+            # watcher and the health server for the process.
+            with ExitStack() as clients:
+                try:
+                    worker = build_worker(settings, model, clients, pipeline=pipeline, wait=wait)
+                except StartupInterruptedError:
+                    log.info("stopped during start-up")
+                    return 0
+                if reloader is None:
+                    reloader = start_reloader(settings, pipeline)
+                    stack.callback(reloader.stop)
+                probes.attach(worker)
+                install_signal_handlers(worker, reloader.request)
+                if wait.stopped:  # a signal came while the last client connected
+                    worker.request_stop()
+                log.info(
+                    "consuming %s as group %s -> %s, dead letters -> %s",
+                    settings.input_topic,
+                    settings.group_id,
+                    settings.output_topic,
+                    settings.dlq_topic,
+                )
+                try:
+                    worker.run()
+                except ModelBrokenError as exc:
+                    log.error("stopping: %s (what was acknowledged is committed)", exc)
+                    return 4
+                except TransactionAbortError as exc:
+                    if worker.stopping or not restarts.allow():
+                        raise
+                    log.error(
+                        "%s; starting again in place with new Kafka clients, from the "
+                        "committed offsets (the broker has aborted or will abort the open "
+                        "transaction)",
+                        exc,
+                    )
+                    install_startup_signal_handlers(wait)
+                    continue
+            break
     log.info("stopped cleanly")
     return 0

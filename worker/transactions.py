@@ -53,6 +53,16 @@ class TransactionalProducer(Protocol):
     def abort_transaction(self) -> None: ...
 
 
+def failed_fatally(producer: object) -> bool:
+    """Whether kafka-python's transactional producer is in its fatal error state (fenced by
+    another producer with its transactional id, or another unrecoverable error): every
+    transactional call fails from then on. kafka-python raises a plain ``KafkaError`` then
+    ("... in an error state: ProducerFencedError") and has no public way to ask, so this
+    reads its transaction manager (kafka-python is pinned; a test checks a real producer)."""
+    manager = getattr(producer, "_transaction_manager", None)
+    return manager is not None and bool(manager.has_fatal_error())
+
+
 class Transactions:
     """The open transaction of one worker. Not re-entrant; see the module docstring."""
 
@@ -117,6 +127,8 @@ class Transactions:
             except (KafkaTimeoutError, ProducerFencedError):
                 raise  # the abort may still be running, or this producer is done for
             except KafkaError as exc:
+                if failed_fatally(self._producer):
+                    raise  # fenced: kafka-python says so only in the message of a KafkaError
                 # kafka-python recovers from some send errors on its own (KIP-360): when the
                 # broker has aborted a transaction that stayed open past its timeout (a
                 # long sink outage), the next send fails with InvalidProducerEpoch and the
@@ -138,7 +150,7 @@ class Transactions:
             except (KafkaTimeoutError, ProducerFencedError):
                 raise abort_error from None
             except KafkaError:
-                if time.monotonic() >= deadline:
+                if failed_fatally(self._producer) or time.monotonic() >= deadline:
                     raise abort_error from None
                 time.sleep(0.05)
             else:

@@ -1,6 +1,6 @@
 """Exactly-once mode against the real broker: a worker killed with -9 mid-stream and
-started again; a ``read_committed`` reader of the output and dead-letter topics sees every
-post exactly once."""
+started again, and a worker whose producer is fenced; a ``read_committed`` reader of the
+output and dead-letter topics sees every post exactly once."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from kafka.errors import KafkaError
 
 from tests.integration.helpers import (
     create_topics,
@@ -25,11 +26,13 @@ from tests.integration.helpers import (
 )
 from worker.config import Settings
 from worker.kafka_client import committed_total, make_producer
+from worker.transactions import failed_fatally
 
 pytestmark = pytest.mark.integration
 
 POSTS = 400
 BROKEN = 10
+SINK_TIMEOUT_S = 60
 
 
 def eos_env(settings: Settings) -> dict[str, str]:
@@ -101,3 +104,77 @@ def test_kill_9_and_restart_gives_read_committed_readers_each_post_once(
         f"committed at kill {committed_at_kill}/{total}, recovery to all committed "
         f"{recovered_s:.1f}s"
     )
+
+
+def test_a_fenced_worker_starts_again_in_place_and_read_committed_sees_each_post_once(
+    services,  # type: ignore[no-untyped-def]
+    run_id: str,
+    tmp_path: Path,
+) -> None:
+    """Another producer takes the worker's transactional id (init_transactions bumps the
+    epoch), as kafka-python's own recovery sometimes does to it after a long sink outage.
+    The worker's next transaction fails, its abort too; it starts again in place with new
+    clients, without exiting, and redoes what was not committed."""
+    log = tmp_path / "worker.log"
+    settings = settings_for(services, run_id)
+    create_topics(settings)
+    env = {**eos_env(settings), "MODSTREAM_SINK_TIMEOUT_SECONDS": str(SINK_TIMEOUT_S)}
+
+    def send(start: int, n: int) -> None:
+        producer = make_producer(settings)
+        for event in events(run_id, n, start):
+            key = event["post_id"].encode()
+            producer.send(settings.input_topic, key=key, value=to_bytes(event))
+        producer.flush()
+        producer.close()
+
+    send(0, 100)
+    worker = start_worker(settings, log, **env)
+    try:
+        wait_for(lambda: committed_total(settings) >= 100, 180, "the first posts committed")
+        intruder = make_producer(settings, transactional_id=env["MODSTREAM_TRANSACTIONAL_ID"])
+        intruder.init_transactions()
+        intruder.close()
+        fenced_at = time.monotonic()
+        send(100, 100)
+        wait_for(lambda: committed_total(settings) >= 200, 120, "every offset committed")
+        recovered_s = time.monotonic() - fenced_at
+        # At once, not after MODSTREAM_SINK_TIMEOUT_SECONDS of tries to begin a transaction.
+        assert recovered_s < SINK_TIMEOUT_S, log.read_text()[-3000:]
+        assert worker.poll() is None, log.read_text()[-3000:]
+        assert "starting again in place" in log.read_text(), log.read_text()[-3000:]
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=60) == 0, log.read_text()[-3000:]
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+
+    committed = read_topic(settings, settings.output_topic, 200, isolation_level="read_committed")
+    seen = Counter(json.loads(r.value)["post_id"] for r in committed)
+    assert set(seen) == {f"{run_id}-{i}" for i in range(200)}
+    assert max(seen.values()) == 1, [k for k, n in seen.items() if n > 1][:5]
+    print(f"exactly-once fenced: 200 posts once each, every offset committed {recovered_s:.1f}s")
+
+
+def test_failed_fatally_reads_a_real_fenced_producer(services, run_id: str) -> None:  # type: ignore[no-untyped-def]
+    """kafka-python says "fenced" only in a KafkaError's message; the worker reads the
+    producer's state instead (``failed_fatally``), private to kafka-python: checked here."""
+    settings = settings_for(services, run_id)
+    create_topics(settings)
+    txn_id = f"{settings.group_id}-fenced"
+    first = make_producer(settings, transactional_id=txn_id)
+    try:
+        first.init_transactions()
+        first.begin_transaction()
+        first.send(settings.output_topic, b"before").get(timeout=30)
+        assert not failed_fatally(first)
+        second = make_producer(settings, transactional_id=txn_id)
+        second.init_transactions()  # bumps the epoch: the first is fenced
+        second.close()
+        with pytest.raises(KafkaError):
+            first.send(settings.output_topic, b"after").get(timeout=30)
+        with pytest.raises(KafkaError, match="ProducerFencedError"):
+            first.abort_transaction()
+        assert failed_fatally(first)
+    finally:
+        first.close(timeout=5)

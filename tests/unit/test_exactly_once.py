@@ -7,10 +7,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from kafka.errors import KafkaError, ProducerFencedError
+from kafka.errors import KafkaError
 
-from tests.fakes import SendingListSink, record
+from tests.fakes import ManualClock, SendingListSink, record
 from tests.unit.test_loop import P0, P1, Rig, post
+from worker.app import RestartsInPlace
 from worker.checkpoint import Partition
 from worker.loop import TransactionAbortError
 from worker.schema import DeadLetter, Verdict
@@ -28,16 +29,26 @@ class FakeTxnProducer:
         self.offsets: dict[Partition, int] = {}
         self.calls: list[str] = []
         self.fail_commit = 0
-        self.fail_abort = False
+        self.fail_abort = False  # fenced
         self.groups: list[Any] = []
+        self._transaction_manager = self  # where kafka-python keeps its state
+
+    def has_fatal_error(self) -> bool:
+        return self.fail_abort
+
+    def _fail_if_fenced(self) -> None:
+        if self.fail_abort:  # as kafka-python's producer, fenced: a plain KafkaError
+            raise KafkaError(
+                "Cannot execute transactional method because we are in an error state: "
+                "[Error 90] ProducerFencedError"
+            )
 
     def init_transactions(self) -> None:
         self.calls.append("init")
 
     def begin_transaction(self) -> None:
         self.calls.append("begin")
-        if self.fail_abort:  # fenced: a producer in a fatal state refuses everything
-            raise ProducerFencedError("another instance took over")
+        self._fail_if_fenced()
         if self.open:
             raise KafkaError("Invalid transition from IN_TRANSACTION to IN_TRANSACTION")
         self.open = True
@@ -61,8 +72,7 @@ class FakeTxnProducer:
 
     def abort_transaction(self) -> None:
         self.calls.append("abort")
-        if self.fail_abort:
-            raise ProducerFencedError("another instance took over")
+        self._fail_if_fenced()
         if not self.open:  # as kafka-python, when there is no transaction to abort
             raise KafkaError("Invalid transition from READY to ABORTING_TRANSACTION")
         self.pending = []
@@ -198,9 +208,11 @@ def test_an_abort_that_fails_stops_the_worker() -> None:
     rig = EosRig(max_size=4, kafka_failures=1)
     rig.producer.fail_abort = True
     rig.consumer.queue = [record(0, post(0))]
-    with pytest.raises(TransactionAbortError, match="another instance"):
+    with pytest.raises(TransactionAbortError, match="ProducerFencedError"):
         for _ in range(3):
             rig.worker.step()
+    # Fenced: no tries to begin the next transaction until the timeout, it stops at once.
+    assert rig.producer.calls == ["init", "begin", "abort"]
 
 
 def test_a_transaction_the_broker_already_aborted_is_not_aborted_again() -> None:
@@ -271,3 +283,13 @@ def test_a_transactional_call_that_hangs_fails_after_the_timeout() -> None:
             txn.commit({P0: 1}, "g")
     finally:
         release.set()
+
+
+def test_a_fenced_worker_starts_again_in_place_unless_it_was_fenced_a_minute_before() -> None:
+    clock = ManualClock()
+    restarts = RestartsInPlace(min_gap_s=60.0, clock=clock)
+    assert restarts.allow()
+    clock.advance(59.0)
+    assert not restarts.allow()  # fenced again at once: another instance holds the id
+    clock.advance(2.0)
+    assert restarts.allow()  # a minute after the last restart: kafka-python's own fence
