@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -15,8 +16,10 @@ from models.encoder import load_tokenizer
 from models.preprocess import normalise
 from models.runtime import (
     Predictor,
+    TracedRunner,
     load_model,
     load_predictor,
+    make_runner,
     onednn_enabled,
     round_rows,
     serving_layout,
@@ -205,6 +208,61 @@ def test_bf16_on_the_cpu_rounds_its_shapes_and_casts_its_linear_weights_once(
     got = auto._run(ids, mask)
     for task, logits in expected.items():
         assert torch.equal(got[task].float(), logits.float()), task
+
+
+def test_the_cpu_runner_is_traced_and_computes_what_the_network_computes(
+    predictor: Predictor,
+) -> None:
+    assert isinstance(predictor._run, TracedRunner)
+    network = load_model(DEFAULT_ARTIFACT_DIR)[0].eval()
+    generator = torch.Generator().manual_seed(0)
+    for rows, width in ((1, 1), (2, 7), (9, 128)):  # none the shape it was traced on
+        ids = torch.randint(100, 30_000, (rows, width), generator=generator)
+        lengths = torch.randint(1, width + 1, (rows,), generator=generator)
+        mask = (torch.arange(width).unsqueeze(0) < lengths.unsqueeze(1)).long()
+        with torch.inference_mode():
+            expected = network(input_ids=ids * mask, attention_mask=mask)
+        got = predictor._run(ids * mask, mask)
+        assert got.keys() == expected.keys()
+        for task, logits in expected.items():
+            assert torch.allclose(got[task], logits, atol=1e-5), (task, rows, width)
+
+
+class BranchesOnWidth(torch.nn.Module):
+    """Python code that branches on a shape: a trace keeps the branch it took."""
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        scale = 2.0 if input_ids.shape[1] > 30 else 1.0
+        return {"t": (input_ids * attention_mask).float().sum(1, keepdim=True) * scale}
+
+
+class ReturnsText(torch.nn.Module):
+    """Not traceable: a trace may only return tensors."""
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, Any]:
+        return {"t": input_ids.float(), "note": "text"}
+
+
+def test_a_network_whose_trace_computes_otherwise_is_served_as_it_is(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    run = make_runner(BranchesOnWidth(), "torch", torch.device("cpu"), None)
+    assert not isinstance(run, TracedRunner)
+    assert "computes otherwise" in caplog.text
+    ids = torch.ones(2, 40, dtype=torch.long)
+    assert run(ids, torch.ones_like(ids))["t"][0, 0] == 80.0  # the wide branch: 40 x 2
+
+
+def test_a_network_that_cannot_be_traced_is_served_as_it_is(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    run = make_runner(ReturnsText(), "torch", torch.device("cpu"), None)
+    assert not isinstance(run, TracedRunner)
+    assert "tracing it failed" in caplog.text
+    ids = torch.ones(2, 4, dtype=torch.long)
+    assert run(ids, torch.ones_like(ids))["note"] == "text"
 
 
 def test_rows_round_to_powers_of_two_then_to_multiples_of_the_step() -> None:
