@@ -242,15 +242,17 @@ def install_startup_signal_handlers(wait: StartupWait) -> None:
 
 
 class RestartsInPlace:
-    """Whether a worker whose exactly-once producer was fenced may start again in place.
+    """Whether a worker whose exactly-once transaction could not be aborted may start again
+    in place, with new Kafka and Redis clients and the loaded model.
 
-    kafka-python sometimes fences its own producer while it recovers from a transaction the
-    broker aborted (a sink outage past the transaction timeout): new clients with the same
-    transactional id then carry on, as Kafka Streams does on a fence, without reloading the
-    model or waiting out an orchestrator's restart back-off. A second fence within
-    ``min_gap_s`` of the last restart is taken for what a fence usually means, another
-    instance with the same transactional id, and the process stops instead of fencing it
-    back at once."""
+    An abort fails when the producer was fenced, or when the broker aborted a transaction
+    that stayed open past its timeout (a long sink outage) and kafka-python's recovery
+    ended it under the worker (see :meth:`Transactions.abort`). A new producer with the same
+    transactional id carries on from the committed offsets, as Kafka Streams recreates its
+    producer on a fence, without reloading the model or waiting out an orchestrator's
+    restart back-off. A second failure within ``min_gap_s`` of the last restart is taken
+    for what a fence usually means, another instance with the same transactional id, and
+    the process stops instead of fencing it back at once."""
 
     def __init__(self, min_gap_s: float = 60.0, clock: Callable[[], float] = time.monotonic):
         self._min_gap = min_gap_s
@@ -322,9 +324,9 @@ def run(settings: Settings, model: Classifier | None = None) -> int:
                     if worker.stopping or not restarts.allow():
                         raise
                     log.error(
-                        "%s; starting again in place with new Kafka clients, from the "
-                        "committed offsets (the broker has aborted or will abort the open "
-                        "transaction)",
+                        "%s; starting again in place with new Kafka and Redis clients, from "
+                        "the committed offsets (the broker has aborted or will abort the "
+                        "open transaction)",
                         exc,
                     )
                     install_startup_signal_handlers(wait)

@@ -12,8 +12,9 @@ costs some throughput (the pipeline empties once per ``MODSTREAM_COMMIT_INTERVAL
 
 A failed send, a failed commit or a rebalance aborts the transaction: the writes since the
 last commit vanish for ``read_committed`` readers and the loop rewinds to the committed
-offsets. So does a transaction the broker aborted itself, having stayed open past
-``MODSTREAM_TRANSACTION_TIMEOUT_SECONDS`` (a long sink outage). Redis is outside the
+offsets. An abort that fails (the producer was fenced, or the broker aborted a transaction
+that stayed open past ``MODSTREAM_TRANSACTION_TIMEOUT_SECONDS`` in a long sink outage)
+ends the worker, and ``modstream run`` starts it again with new clients. Redis is outside the
 transaction; it stays correct because a verdict is overwritten per ``post_id``.
 
 The writer holds :meth:`writing` while it sends and waits for acknowledgements, and the
@@ -26,13 +27,12 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol, TypeVar
 
 from kafka import TopicPartition
-from kafka.errors import KafkaError, KafkaTimeoutError, ProducerFencedError
+from kafka.errors import KafkaError, KafkaTimeoutError
 from kafka.structs import OffsetAndMetadata
 
 from worker import metrics
@@ -51,16 +51,6 @@ class TransactionalProducer(Protocol):
     def send_offsets_to_transaction(self, offsets: Any, group_metadata: Any) -> None: ...
     def commit_transaction(self) -> None: ...
     def abort_transaction(self) -> None: ...
-
-
-def failed_fatally(producer: object) -> bool:
-    """Whether kafka-python's transactional producer is in its fatal error state (fenced by
-    another producer with its transactional id, or another unrecoverable error): every
-    transactional call fails from then on. kafka-python raises a plain ``KafkaError`` then
-    ("... in an error state: ProducerFencedError") and has no public way to ask, so this
-    reads its transaction manager (kafka-python is pinned; a test checks a real producer)."""
-    manager = getattr(producer, "_transaction_manager", None)
-    return manager is not None and bool(manager.has_fatal_error())
 
 
 class Transactions:
@@ -119,46 +109,24 @@ class Transactions:
 
     def abort(self) -> None:
         """Abort the open transaction and open the next one. Raises :class:`KafkaError`
-        when even that fails (the producer is fenced or the broker is gone): the worker
-        must stop, and the broker aborts the transaction when it times out."""
+        when the abort fails: the worker must then start again with a new producer (the
+        broker aborts the transaction when it times out, if it has not already).
+
+        A failed abort is never followed by a new transaction on the same producer. The case
+        that made it tempting: when the broker has aborted a transaction that stayed open past
+        its timeout (a long sink outage), the next send fails with InvalidProducerEpoch and
+        kafka-python bumps the producer's epoch (KIP-360), which ends the transaction
+        client-side, so the abort fails ("Invalid transition ... READY to
+        ABORTING_TRANSACTION") and a new transaction could begin. But kafka-python keeps the
+        records of the dead transaction that were not yet acknowledged and drains them
+        "under the new epoch", that is into the next transaction: a fault test found seven
+        verdicts twice in one committed transaction that way. A new producer with the same
+        transactional id fences the old one, so none of its records can land."""
         with self._lock:
-            try:
-                self._bounded(self._producer.abort_transaction, "abort_transaction")
-            except (KafkaTimeoutError, ProducerFencedError):
-                raise  # the abort may still be running, or this producer is done for
-            except KafkaError as exc:
-                if failed_fatally(self._producer):
-                    raise  # fenced: kafka-python says so only in the message of a KafkaError
-                # kafka-python recovers from some send errors on its own (KIP-360): when the
-                # broker has aborted a transaction that stayed open past its timeout (a
-                # long sink outage), the next send fails with InvalidProducerEpoch and the
-                # producer bumps its epoch, which ends the transaction client-side too.
-                # Nothing is left to abort then, and the next transaction can begin.
-                self._begin_after_failed_abort(exc)
-            else:
-                self._bounded(self._producer.begin_transaction, "begin_transaction")
+            self._bounded(self._producer.abort_transaction, "abort_transaction")
+            self._bounded(self._producer.begin_transaction, "begin_transaction")
             metrics.TRANSACTIONS.labels("aborted").inc()
             self.broken = False
-
-    def _begin_after_failed_abort(self, abort_error: KafkaError) -> None:
-        """Begin the next transaction once the producer allows it (an epoch bump finishes
-        asynchronously); re-raise ``abort_error`` if it never does within the timeout."""
-        deadline = time.monotonic() + self._timeout
-        while True:
-            try:
-                self._bounded(self._producer.begin_transaction, "begin_transaction")
-            except (KafkaTimeoutError, ProducerFencedError):
-                raise abort_error from None
-            except KafkaError:
-                if failed_fatally(self._producer) or time.monotonic() >= deadline:
-                    raise abort_error from None
-                time.sleep(0.05)
-            else:
-                log.warning(
-                    "the transaction had already ended in the producer (%s); the next one began",
-                    abort_error,
-                )
-                return
 
     def _bounded(self, call: Callable[[], R], what: str) -> R:
         """Run ``call`` on a helper thread; :class:`KafkaTimeoutError` after the timeout

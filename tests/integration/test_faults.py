@@ -346,11 +346,11 @@ def test_exactly_once_through_a_redis_outage_longer_than_the_transaction_timeout
     capsys: pytest.CaptureFixture[str],
     request: pytest.FixtureRequest,
 ) -> None:
-    """The broker aborts the transaction holding the verdicts sent before Redis went down.
-    The worker carries on from the committed offsets, and a read_committed reader sees
-    every post once. In about one run of ten kafka-python fences the producer while it
-    recovers: the worker then starts again in place with new clients (``restarts_in_place``
-    counts it), still without exiting, and must still lose and repeat nothing."""
+    """The broker aborts the transaction holding the verdicts sent before Redis went down,
+    and kafka-python's recovery ends it under the worker: the abort fails, and the worker
+    starts again in place with new clients (``restarts_in_place``), without exiting. A
+    read_committed reader must see every post once: beginning the next transaction on the
+    old producer once let its stale records land in it, seven verdicts twice."""
     server, settings, client = started_redis(
         services, run_id, tmp_path, request, processing_guarantee="exactly-once"
     )

@@ -215,32 +215,28 @@ def test_an_abort_that_fails_stops_the_worker() -> None:
     assert rig.producer.calls == ["init", "begin", "abort"]
 
 
-def test_a_transaction_the_broker_already_aborted_is_not_aborted_again() -> None:
+def test_a_transaction_the_broker_already_aborted_ends_the_worker_for_a_new_producer() -> None:
     """A sink outage past the transaction timeout: the broker aborts the transaction, the
     next send fails (InvalidProducerEpoch) and kafka-python bumps the producer's epoch,
-    which ends the transaction client-side. The worker begins the next one and redoes the
-    work from the committed offsets, instead of stopping."""
+    which ends the transaction client-side and keeps its unacknowledged records for the
+    next one. The abort fails; no transaction begins on that producer (its stale records
+    would land in it): the worker stops, for ``modstream run`` to start it again in place
+    with a new producer."""
 
     class EpochBumpingSink(TxnSink):
         def write_batch(self, items: Sequence[object]) -> None:
             if self.failures:  # the send fails, and the producer ends the transaction
                 self.failures -= 1
-                self.producer.open, self.producer.pending = False, []
+                self.producer.open = False  # its records stay behind, for the next one
                 raise SinkError("InvalidProducerEpochError")
             super().write_batch(items)
 
     rig = EosRig(max_size=4, kafka_failures=1, kafka_sink=EpochBumpingSink)
-    records = [record(i, post(i)) for i in range(2)]
-    rig.consumer.queue = list(records)
-    rig.worker.step()  # the send fails; the loop aborts: nothing to abort, the next begins
-    assert rig.producer.calls == ["init", "begin", "abort", "begin"] and rig.producer.open
-    assert rig.consumer.rewound[-1] == {P0: 0}
-    rig.consumer.queue = list(records)
-    for _ in range(4):
-        rig.clock.advance(1.0)
+    rig.consumer.queue = [record(i, post(i)) for i in range(2)]
+    with pytest.raises(TransactionAbortError, match="READY to ABORTING_TRANSACTION"):
         rig.worker.step()
-    assert rig.visible_ids() == ["p0", "p1"]
-    assert rig.producer.offsets == {P0: 2}
+    assert rig.producer.calls == ["init", "begin", "abort"]  # no begin on this producer
+    assert rig.producer.visible == [] and rig.producer.offsets == {}
 
 
 def test_stop_commits_the_transaction_once_everything_is_written() -> None:
