@@ -80,8 +80,8 @@ class Settings(BaseSettings):
         ge=1,
         le=900,
         description="exactly-once only: how long a transaction may stay open before the broker "
-        "aborts it (a sink outage that long: the worker then begins anew from the committed "
-        "offsets); at most the broker's transaction.max.timeout.ms.",
+        "aborts it (a sink outage that long: the worker then starts again in place with a new "
+        "producer, from the committed offsets); at most the broker's transaction.max.timeout.ms.",
     )
     transactional_id: str | None = Field(
         None,

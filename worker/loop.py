@@ -66,8 +66,10 @@ class LoopConfig:
 
 
 class TransactionAbortError(RuntimeError):
-    """Exactly-once: the open transaction could not even be aborted (producer fenced or
-    broker gone): the worker stops; the broker aborts the transaction on its timeout."""
+    """Exactly-once: the open transaction could not be aborted (the producer fenced, the
+    transaction ended under it, or the broker gone): this worker stops, and ``modstream
+    run`` starts another in place with a new producer (:class:`worker.app.RestartsInPlace`);
+    the broker aborts the transaction on its timeout if it has not already."""
 
 
 class Worker:

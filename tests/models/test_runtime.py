@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -245,24 +246,25 @@ class ReturnsText(torch.nn.Module):
         return {"t": input_ids.float(), "note": "text"}
 
 
-def test_a_network_whose_trace_computes_otherwise_is_served_as_it_is(
+@pytest.mark.parametrize(
+    ("network", "why", "served"),
+    [
+        # Served as it is, it takes the wide branch: 40 tokens x 2.
+        (BranchesOnWidth(), "computes otherwise", lambda out: out["t"][0, 0] == 80.0),
+        (ReturnsText(), "tracing it failed", lambda out: out["note"] == "text"),
+    ],
+)
+def test_a_network_that_does_not_trace_faithfully_is_served_as_it_is(
+    network: torch.nn.Module,
+    why: str,
+    served: Callable[[dict[str, Any]], bool],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    run = make_runner(BranchesOnWidth(), "torch", torch.device("cpu"), None)
+    run = make_runner(network, "torch", torch.device("cpu"), None)
     assert not isinstance(run, TracedRunner)
-    assert "computes otherwise" in caplog.text
+    assert why in caplog.text
     ids = torch.ones(2, 40, dtype=torch.long)
-    assert run(ids, torch.ones_like(ids))["t"][0, 0] == 80.0  # the wide branch: 40 x 2
-
-
-def test_a_network_that_cannot_be_traced_is_served_as_it_is(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    run = make_runner(ReturnsText(), "torch", torch.device("cpu"), None)
-    assert not isinstance(run, TracedRunner)
-    assert "tracing it failed" in caplog.text
-    ids = torch.ones(2, 4, dtype=torch.long)
-    assert run(ids, torch.ones_like(ids))["note"] == "text"
+    assert served(run(ids, torch.ones_like(ids)))
 
 
 def test_rows_round_to_powers_of_two_then_to_multiples_of_the_step() -> None:
