@@ -21,7 +21,7 @@ from worker.errors import StartupError, UnavailableError
 from worker.flow import Prepared
 from worker.health import HealthServer
 from worker.hotswap import ModelReloader, artifact_loader
-from worker.kafka_client import make_consumer, make_producer
+from worker.kafka_client import close_producer, make_consumer, make_producer
 from worker.loop import LoopConfig, TransactionAbortError, Worker
 from worker.pipeline import Pipeline
 from worker.policy import Policy
@@ -138,7 +138,7 @@ def build_worker(
         lambda: _kafka_client(settings, lambda s: make_producer(s, **txn_id)), kafka_sinks
     )
     # Bounded: a writer stuck on a dead broker must not hold the process at exit.
-    stack.callback(producer.close, timeout=5)
+    stack.callback(close_producer, producer, 5.0)
     transactions: Transactions | None = None
     if consumer is None:
         isolation = {"isolation_level": "read_committed"} if exactly_once else {}

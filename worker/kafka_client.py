@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import ssl
 from collections.abc import Iterator
@@ -9,10 +10,12 @@ from contextlib import contextmanager
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, KafkaTimeoutError
 
 from worker.config import Settings
 from worker.errors import StartupError, UnavailableError
+
+log = logging.getLogger(__name__)
 
 
 def security_kwargs(settings: Settings) -> dict[str, Any]:
@@ -52,6 +55,34 @@ def make_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
     kwargs.update(overrides)
     with explain_connect_failure(settings):
         return KafkaProducer(**kwargs)
+
+
+def close_producer(producer: KafkaProducer, timeout_s: float) -> None:
+    """Close ``producer`` within about ``timeout_s``, abandoning records it cannot deliver.
+
+    kafka-python's ``close(timeout)`` flushes first and raises KafkaTimeoutError when records
+    are still undelivered at the timeout (a broker down, a transaction the broker aborted),
+    leaving its network thread running; the Java producer force-closes instead. Abandoning
+    them loses nothing: their input offsets were never committed (at-least-once), or their
+    transaction is aborted (exactly-once), so they are produced again from the input."""
+    try:
+        producer.close(timeout=timeout_s)
+        return
+    except KafkaTimeoutError:
+        log.warning(
+            "the Kafka producer could not deliver its last records within %.1fs; closing it "
+            "without them (their input offsets are not committed: they are processed again)",
+            timeout_s,
+        )
+    # kafka-python has no public force close: stop its network thread as close(0) would
+    # have, which fails the pending futures, then close the rest (nothing left to flush).
+    sender = producer._sender
+    sender.force_close()
+    sender.join(timeout_s)
+    if sender.is_alive():  # a daemon thread: it cannot hold the process at exit
+        log.error("the Kafka producer's network thread did not stop within %.1fs", timeout_s)
+        return
+    producer.close(timeout=0)
 
 
 def make_consumer(settings: Settings, **overrides: Any) -> KafkaConsumer:

@@ -13,7 +13,9 @@ allows them) and prints a one-line summary:
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -30,6 +32,7 @@ from typing import Any
 import pytest
 import redis
 from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaTimeoutError
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.faults import KafkaBroker, RedisServer
@@ -44,7 +47,7 @@ from tests.integration.helpers import (
     wait_for,
 )
 from worker.config import Settings
-from worker.kafka_client import committed_total, make_producer
+from worker.kafka_client import close_producer, committed_total, make_producer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
@@ -418,6 +421,40 @@ def test_the_kafka_broker_stopped_and_restarted_mid_stream(
     finally:
         broker.stop()
     report(outcome, capsys)
+
+
+@pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning")
+def test_a_producer_holding_records_for_a_stopped_broker_closes_within_its_timeout(
+    services: Any, run_id: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """kafka-python's close flushes first and raises when records cannot be delivered by the
+    timeout, with its network thread left running: that made a worker's restart in place
+    (and its stop) fail whenever its old producer still held records. ``close_producer``
+    abandons them (their input offsets are not committed) and stops the thread.
+
+    (kafka-python 3.0.12 leaves the socket of each refused connection attempt to the garbage
+    collector: the warning filter, the collection at the end, and no captured log record
+    holding the refusals' tracebacks keep those sockets' warnings in this test.)"""
+    caplog.set_level(logging.CRITICAL, logger="kafka")
+    broker = KafkaBroker(tmp_path / "kafka")
+    broker.start()
+    try:
+        settings = settings_for(dataclasses.replace(services, kafka=broker.bootstrap), run_id)
+        create_topics(settings, partitions=1, topics=[settings.output_topic])
+        producer = make_producer(settings)
+        producer.send(settings.output_topic, b"delivered").get(timeout=60)
+        broker.stop()
+        pending = producer.send(settings.output_topic, b"undeliverable")
+        with pytest.raises(KafkaTimeoutError):  # the library's own close, for contrast
+            producer.close(timeout=1)
+        assert producer._sender.is_alive() and not pending.is_done
+        close_producer(producer, 1.0)
+        assert not producer._sender.is_alive()
+        assert pending.failed()
+    finally:
+        broker.stop()
+    del producer, pending
+    gc.collect()
 
 
 def test_three_workers_one_killed_mid_stream(
