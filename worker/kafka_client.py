@@ -74,8 +74,9 @@ def close_producer(producer: KafkaProducer, timeout_s: float) -> None:
             "without them (their input offsets are not committed: they are processed again)",
             timeout_s,
         )
-    # kafka-python has no public force close: stop its network thread as close(0) would
-    # have, which fails the pending futures, then close the rest (nothing left to flush).
+    # kafka-python has no public force close: stop its network thread as the Java client's
+    # close(0) does, which fails the pending futures, then close the rest (nothing is left
+    # to flush).
     sender = producer._sender
     sender.force_close()
     sender.join(timeout_s)
