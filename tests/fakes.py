@@ -151,6 +151,7 @@ class FakeConsumer:
     on_revoked: Callable[[set[Partition]], None] | None = None
     on_assigned: Callable[[set[Partition]], None] | None = None
     fail_commits: int = 0
+    commit_timeouts: list[float | None] = field(default_factory=list)
     rewound: list[dict[Partition, int]] = field(default_factory=list)
     poll_timeouts: list[int] = field(default_factory=list)
     real_time: bool = False  # wait out poll timeouts when there is nothing (threaded tests)
@@ -171,7 +172,8 @@ class FakeConsumer:
         out, self.queue = self.queue[:max_records], self.queue[max_records:]
         return out
 
-    def commit(self, offsets: dict[Partition, int]) -> None:
+    def commit(self, offsets: dict[Partition, int], timeout_s: float | None = None) -> None:
+        self.commit_timeouts.append(timeout_s)
         if self.fail_commits:
             from kafka.errors import CommitFailedError
 

@@ -145,7 +145,9 @@ def build_worker(
         kafka_consumer = up(
             lambda: _kafka_client(settings, lambda s: make_consumer(s, **isolation)), kafka_sinks
         )
-        live = InputConsumer(kafka_consumer, settings.input_topic)
+        live = InputConsumer(
+            kafka_consumer, settings.input_topic, commit_timeout_s=settings.sink_timeout_seconds
+        )
         stack.callback(live.close)  # closes first: leaves the group before the producer goes
         consumer = live
         if exactly_once:

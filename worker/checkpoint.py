@@ -98,8 +98,9 @@ class OffsetTracker:
 
 
 class Committer(Protocol):
-    def commit(self, offsets: dict[Partition, int]) -> None:
-        """Synchronously commit "everything before offset is done" per partition."""
+    def commit(self, offsets: dict[Partition, int], timeout_s: float | None = None) -> None:
+        """Synchronously commit "everything before offset is done" per partition, within
+        ``timeout_s`` where the committer can bound it."""
 
 
 class Checkpoint:
@@ -124,8 +125,9 @@ class Checkpoint:
     def done(self, tp: Partition, offset: int) -> bool:
         return self.tracker.done(tp, offset)
 
-    def commit(self, only: set[Partition] | None = None) -> bool:
-        """Commit what moved; False when the commit failed (retried on the next call)."""
+    def commit(self, only: set[Partition] | None = None, timeout_s: float | None = None) -> bool:
+        """Commit what moved, within ``timeout_s`` (None: the committer's own bound); False
+        when the commit failed (retried on the next call)."""
         offsets = self.tracker.committable()
         if only is not None:
             offsets = {tp: off for tp, off in offsets.items() if tp in only}
@@ -133,7 +135,7 @@ class Checkpoint:
             return True
         started = time.perf_counter()
         try:
-            self._committer.commit(offsets)
+            self._committer.commit(offsets, timeout_s)
         except KafkaError as exc:
             metrics.ERRORS.labels("commit").inc()
             log.warning("offset commit failed (%r); will retry", exc)

@@ -91,7 +91,8 @@ class Settings(BaseSettings):
     sink_timeout_seconds: float = Field(
         30.0,
         gt=0,
-        description="How long a Kafka or Redis write may take before it counts as failed.",
+        description="How long a Kafka or Redis write, or an offset commit, may take before it "
+        "counts as failed.",
     )
 
     # --- Redis -----------------------------------------------------------------------------

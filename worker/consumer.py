@@ -53,7 +53,7 @@ class Consumer(Protocol):
         on_assigned: Callable[[set[Partition]], None],
     ) -> None: ...
     def poll(self, timeout_ms: int, max_records: int) -> list[Record]: ...
-    def commit(self, offsets: dict[Partition, int]) -> None: ...
+    def commit(self, offsets: dict[Partition, int], timeout_s: float | None = None) -> None: ...
     def pause(self) -> None: ...
     def resume(self) -> None: ...
     @property
@@ -83,11 +83,17 @@ class InputConsumer:
     :class:`Partition`, so the loop never touches kafka-python types."""
 
     def __init__(
-        self, consumer: KafkaConsumer, topic: str, auto_offset_reset: str = "earliest"
+        self,
+        consumer: KafkaConsumer,
+        topic: str,
+        auto_offset_reset: str = "earliest",
+        *,
+        commit_timeout_s: float = 30.0,
     ) -> None:
         self._consumer = consumer
         self._topic = topic
         self._reset = auto_offset_reset
+        self._commit_timeout_s = commit_timeout_s
         self._paused = False
 
     def subscribe(
@@ -119,14 +125,23 @@ class InputConsumer:
             for r in records
         ]
 
-    def commit(self, offsets: dict[Partition, int]) -> None:
-        """Synchronously commit "everything before offset is done" per partition."""
+    def commit(self, offsets: dict[Partition, int], timeout_s: float | None = None) -> None:
+        """Synchronously commit "everything before offset is done" per partition, within
+        ``timeout_s`` (at most the consumer's ``commit_timeout_s``); past it the commit
+        raises KafkaTimeoutError. kafka-python's own bound is its request timeout, 305 s:
+        with the broker down, a commit held the loop that long, SIGTERM's grace included."""
         if offsets:
+            bound = (
+                self._commit_timeout_s
+                if timeout_s is None
+                else min(timeout_s, self._commit_timeout_s)
+            )
             self._consumer.commit(
                 {
                     TopicPartition(tp.topic, tp.partition): OffsetAndMetadata(off, "", -1)
                     for tp, off in offsets.items()
-                }
+                },
+                timeout_ms=max(1, int(bound * 1000)),
             )
 
     @property

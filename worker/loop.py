@@ -45,6 +45,11 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Consumer", "Item", "LoopConfig", "Worker"]
 
+# After SIGTERM a commit may take what is left of the grace time, and the last one at least
+# this long: a healthy broker answers in milliseconds, a down one must not hold the exit
+# (the Kubernetes manifests leave 15 s past the grace for it, leaving the group and closing).
+FINAL_COMMIT_S = 5.0
+
 
 @dataclass(frozen=True, slots=True)
 class LoopConfig:
@@ -208,11 +213,11 @@ class Worker:
             self._wait_for_completions(min(0.1, left))
             self._settle()
             if self._txn is None:
-                self._checkpoint.commit()
+                self._checkpoint.commit(timeout_s=max(deadline - self._clock(), FINAL_COMMIT_S))
         self.stages.stop(self._cfg.stop_join_s if self._tracker.in_flight() else 0.5)
         self._settle()
         if self._txn is None:
-            self._checkpoint.commit()
+            self._checkpoint.commit(timeout_s=max(deadline - self._clock(), FINAL_COMMIT_S))
         else:
             self._end_transaction_at_exit()
         if self._tracker.in_flight():

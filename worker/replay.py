@@ -303,8 +303,9 @@ class BoundedConsumer:
         self._handed += len(out)
         return out
 
-    def commit(self, offsets: dict[Partition, int]) -> None:
-        """Save the progress (and the outcomes it settles) to the resume file."""
+    def commit(self, offsets: dict[Partition, int], timeout_s: float | None = None) -> None:
+        """Save the progress (and the outcomes it settles) to the resume file (a local
+        write: ``timeout_s`` does not apply)."""
         self.state.next.update(offsets)
         self.state.counts.update(self._tally.settle(offsets))
         self.state.save(self._path)

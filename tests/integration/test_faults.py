@@ -457,6 +457,48 @@ def test_a_producer_holding_records_for_a_stopped_broker_closes_within_its_timeo
     gc.collect()
 
 
+def test_sigterm_while_the_kafka_broker_is_down(
+    services: Any, run_id: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An orchestrator stops the worker during a broker outage (a rollout in an incident).
+    It exits with status 0 within its grace and the bounds of its last commit and of the
+    producer's close, abandoning the verdicts it could not send: a commit used to wait for
+    kafka-python's request timeout (305 s), and the producer's close raised from its flush.
+    Once the broker is back a new worker finishes every post, nothing lost."""
+    broker = KafkaBroker(tmp_path / "kafka")
+    broker.start()
+    try:
+        settings = settings_for(dataclasses.replace(services, kafka=broker.bootstrap), run_id)
+        create_topics(settings)
+        client = redis.Redis.from_url(services.redis_url)
+        outcome = Outcome("sigterm-while-broker-down", posts=200)
+        produce(settings, run_id, 0, 200)
+        log = tmp_path / "worker.log"
+        with children(Child.start(settings, log)) as (worker,):
+            wait_for(lambda: len(redis_ids(client, run_id)) >= 20, FIRST_VERDICTS_S, "verdicts")
+            broker.stop()
+            time.sleep(3)  # the writer's sends to the broker fail from here on
+            code, took = worker.stop()
+            outcome.extra["exit_s"] = round(took, 1)
+            assert code == 0, worker.tail()
+            # A commit in progress at the signal (the sink timeout, 5 s here), the grace, the
+            # last commit (FINAL_COMMIT_S), the stages' join (2 s) and the producer's close
+            # (5 s): 22 s; it took 58 s when a commit waited for the broker's return.
+            assert took <= GRACE_S + 5 + 5 + 2 + 5 + 3, f"took {took:.1f}s to exit after SIGTERM"
+        broker.start()
+        outcome.extra["done_at_exit"] = committed_total(settings)
+        back = time.monotonic()
+        with children(Child.start(settings, tmp_path / "worker2.log")) as (second,):
+            wait_for(lambda: committed_total(settings) >= 200, FIRST_VERDICTS_S, "every offset")
+            outcome.recover_s = time.monotonic() - back
+            outcome.restarts = 1
+            stop_cleanly(second)
+        check_every_post(outcome, settings, client, run_id)
+    finally:
+        broker.stop()
+    report(outcome, capsys)
+
+
 def test_three_workers_one_killed_mid_stream(
     services: Any, run_id: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

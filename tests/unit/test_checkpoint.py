@@ -1,4 +1,5 @@
 from worker.checkpoint import OffsetTracker, Partition
+from worker.consumer import InputConsumer
 
 P0, P1 = Partition("posts", 0), Partition("posts", 1)
 
@@ -58,3 +59,24 @@ def test_checkpoint_commits_only_the_acknowledged_prefix_and_retries_a_failed_co
     assert consumer.commits[-1] == {P1: 8}
     cp.commit()
     assert consumer.committed() == {P0: 3, P1: 8}
+
+
+class _RecordingKafkaConsumer:
+    """Stands in for KafkaConsumer's commit only: what InputConsumer asks of it."""
+
+    def __init__(self) -> None:
+        self.timeouts_ms: list[int] = []
+
+    def commit(self, offsets: object, timeout_ms: int | None = None) -> None:
+        assert timeout_ms is not None, "a commit without a bound blocks up to 305 s"
+        self.timeouts_ms.append(timeout_ms)
+
+
+def test_the_input_consumer_bounds_every_commit_by_its_commit_timeout() -> None:
+    kafka = _RecordingKafkaConsumer()
+    consumer = InputConsumer(kafka, "posts", commit_timeout_s=30.0)  # type: ignore[arg-type]
+    consumer.commit({P0: 3})
+    consumer.commit({P0: 4}, timeout_s=12.5)  # what is left of a grace time
+    consumer.commit({P0: 5}, timeout_s=90.0)  # never past its own bound
+    consumer.commit({})  # nothing to commit: no request
+    assert kafka.timeouts_ms == [30_000, 12_500, 30_000]

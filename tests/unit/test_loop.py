@@ -12,7 +12,7 @@ from tests.fakes import FakeConsumer, FakeModel, ListSink, ManualClock, SendingL
 from worker.batcher import BatchLimits, MicroBatcher, Size
 from worker.checkpoint import Partition
 from worker.flow import Prepared
-from worker.loop import LoopConfig, Worker
+from worker.loop import FINAL_COMMIT_S, LoopConfig, Worker
 from worker.pipeline import Pipeline
 from worker.policy import Policy
 from worker.privacy import Pseudonymiser
@@ -289,6 +289,32 @@ def test_stop_while_a_sink_is_down_gives_up_after_the_grace_time_without_committ
     rig.worker.run()
     assert rig.consumer.committed() == {}
     assert sum(rig.sleeps) == pytest.approx(3.0, abs=0.11)
+
+
+def test_commits_after_stop_are_bounded_by_the_grace_left_and_at_least_the_final_bound() -> None:
+    """A commit to a broker that does not answer blocks for its timeout; after SIGTERM that
+    timeout is what is left of the grace time (never under FINAL_COMMIT_S), not the
+    consumer's own bound (kafka-python's: 305 s), so the worker exits in time."""
+    rig = Rig(max_size=10, redis=ListSink("redis", failures=2), shutdown_grace_s=20.0)
+    rig.consumer.queue = [record(i, post(i)) for i in range(3)]
+    rig.worker.step()
+    assert rig.consumer.commit_timeouts == []  # nothing acknowledged yet
+    rig.worker.request_stop()
+    rig.worker.run()
+    assert rig.consumer.committed() == {P0: 3}
+    bounds = rig.consumer.commit_timeouts
+    assert bounds and all(b is not None for b in bounds)
+    assert all(FINAL_COMMIT_S <= b <= 20.0 for b in bounds if b is not None), bounds
+
+
+def test_commits_while_running_keep_the_consumers_own_bound() -> None:
+    rig = Rig(max_size=10)
+    rig.consumer.queue = [record(i, post(i)) for i in range(3)]
+    rig.worker.step()
+    rig.clock.advance(2)
+    rig.worker.step()
+    assert rig.consumer.committed() == {P0: 3}
+    assert rig.consumer.commit_timeouts == [None]
 
 
 def test_backpressure_pauses_until_the_sinks_catch_up_then_resumes() -> None:
