@@ -293,6 +293,19 @@ def started_redis(
     return server, settings, server.client()
 
 
+def started_broker(
+    services: Any, run_id: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> tuple[KafkaBroker, Settings, redis.Redis]:
+    """A private Kafka broker (stopped at the end of the test), settings that use it, the
+    topics, and a client of the shared Redis."""
+    broker = KafkaBroker(tmp_path / "kafka")
+    request.addfinalizer(broker.stop)
+    broker.start()
+    settings = settings_for(dataclasses.replace(services, kafka=broker.bootstrap), run_id)
+    create_topics(settings)
+    return broker, settings, redis.Redis.from_url(services.redis_url)
+
+
 # Past the 60 s after which a stalled loop would fail liveness: the probe must not care.
 REDIS_OUTAGE_S = 65
 
@@ -387,45 +400,46 @@ def test_exactly_once_through_a_redis_outage_longer_than_the_transaction_timeout
 
 
 def test_the_kafka_broker_stopped_and_restarted_mid_stream(
-    services: Any, run_id: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    services: Any,
+    run_id: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    request: pytest.FixtureRequest,
 ) -> None:
-    broker = KafkaBroker(tmp_path / "kafka")
-    broker.start()
-    try:
-        settings = settings_for(dataclasses.replace(services, kafka=broker.bootstrap), run_id)
-        create_topics(settings)
-        client = redis.Redis.from_url(services.redis_url)
-        outcome = Outcome("kafka-broker-restart", posts=300)
-        produce(settings, run_id, 0, 150)
-        with children(Child.start(settings, tmp_path / "worker.log")) as (worker,):
-            wait_for(lambda: len(redis_ids(client, run_id)) >= 20, FIRST_VERDICTS_S, "verdicts")
-            with Sampler(worker, "kafka") as sampler:
-                broker.stop()
-                stopped = time.monotonic()
-                time.sleep(15)
-                broker.start()
-                back = time.monotonic()
-                outcome.extra["down_s"] = round(back - stopped, 1)
-                produce(settings, run_id, 150, 150)
-                wait_for(lambda: len(redis_ids(client, run_id)) >= 300, 180, "all 300 verdicts")
-                outcome.recover_s = time.monotonic() - back
-                wait_for(lambda: worker.status("/readyz") == 200, 60, "/readyz 200 again")
-            assert worker.proc.poll() is None, worker.tail()
-            outcome.extra["exit_s"] = round(stop_cleanly(worker), 1)
-        samples = sampler.samples
-        assert samples and all(s.running and s.healthz == 200 for s in samples), worker.tail()
-        outage = sampler.between(stopped, back)
-        outcome.extra["unready_seen"] = any(s.readyz == 503 for s in outage)
-        outcome.extra["sink_down_seen"] = any(s.sink_up == 0 for s in outage)
-        check_every_post(outcome, settings, client, run_id)
-    finally:
-        broker.stop()
+    broker, settings, client = started_broker(services, run_id, tmp_path, request)
+    outcome = Outcome("kafka-broker-restart", posts=300)
+    produce(settings, run_id, 0, 150)
+    with children(Child.start(settings, tmp_path / "worker.log")) as (worker,):
+        wait_for(lambda: len(redis_ids(client, run_id)) >= 20, FIRST_VERDICTS_S, "verdicts")
+        with Sampler(worker, "kafka") as sampler:
+            broker.stop()
+            stopped = time.monotonic()
+            time.sleep(15)
+            broker.start()
+            back = time.monotonic()
+            outcome.extra["down_s"] = round(back - stopped, 1)
+            produce(settings, run_id, 150, 150)
+            wait_for(lambda: len(redis_ids(client, run_id)) >= 300, 180, "all 300 verdicts")
+            outcome.recover_s = time.monotonic() - back
+            wait_for(lambda: worker.status("/readyz") == 200, 60, "/readyz 200 again")
+        assert worker.proc.poll() is None, worker.tail()
+        outcome.extra["exit_s"] = round(stop_cleanly(worker), 1)
+    samples = sampler.samples
+    assert samples and all(s.running and s.healthz == 200 for s in samples), worker.tail()
+    outage = sampler.between(stopped, back)
+    outcome.extra["unready_seen"] = any(s.readyz == 503 for s in outage)
+    outcome.extra["sink_down_seen"] = any(s.sink_up == 0 for s in outage)
+    check_every_post(outcome, settings, client, run_id)
     report(outcome, capsys)
 
 
 @pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning")
 def test_a_producer_holding_records_for_a_stopped_broker_closes_within_its_timeout(
-    services: Any, run_id: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    services: Any,
+    run_id: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    request: pytest.FixtureRequest,
 ) -> None:
     """kafka-python's close flushes first and raises when records cannot be delivered by the
     timeout, with its network thread left running: that made a worker's restart in place
@@ -436,66 +450,57 @@ def test_a_producer_holding_records_for_a_stopped_broker_closes_within_its_timeo
     collector: the warning filter, the collection at the end, and no captured log record
     holding the refusals' tracebacks keep those sockets' warnings in this test.)"""
     caplog.set_level(logging.CRITICAL, logger="kafka")
-    broker = KafkaBroker(tmp_path / "kafka")
-    broker.start()
-    try:
-        settings = settings_for(dataclasses.replace(services, kafka=broker.bootstrap), run_id)
-        create_topics(settings, partitions=1, topics=[settings.output_topic])
-        producer = make_producer(settings)
-        producer.send(settings.output_topic, b"delivered").get(timeout=60)
-        broker.stop()
-        pending = producer.send(settings.output_topic, b"undeliverable")
-        with pytest.raises(KafkaTimeoutError):  # the library's own close, for contrast
-            producer.close(timeout=1)
-        assert producer._sender.is_alive() and not pending.is_done
-        close_producer(producer, 1.0)
-        assert not producer._sender.is_alive()
-        assert pending.failed()
-    finally:
-        broker.stop()
+    broker, settings, _ = started_broker(services, run_id, tmp_path, request)
+    producer = make_producer(settings)
+    producer.send(settings.output_topic, b"delivered").get(timeout=60)
+    broker.stop()
+    pending = producer.send(settings.output_topic, b"undeliverable")
+    with pytest.raises(KafkaTimeoutError):  # the library's own close, for contrast
+        producer.close(timeout=1)
+    assert producer._sender.is_alive() and not pending.is_done
+    close_producer(producer, 1.0)
+    assert not producer._sender.is_alive()
+    assert pending.failed()
     del producer, pending
     gc.collect()
 
 
 def test_sigterm_while_the_kafka_broker_is_down(
-    services: Any, run_id: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    services: Any,
+    run_id: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    request: pytest.FixtureRequest,
 ) -> None:
     """An orchestrator stops the worker during a broker outage (a rollout in an incident).
     It exits with status 0 within its grace and the bounds of its last commit and of the
     producer's close, abandoning the verdicts it could not send: a commit used to wait for
     kafka-python's request timeout (305 s), and the producer's close raised from its flush.
     Once the broker is back a new worker finishes every post, nothing lost."""
-    broker = KafkaBroker(tmp_path / "kafka")
-    broker.start()
-    try:
-        settings = settings_for(dataclasses.replace(services, kafka=broker.bootstrap), run_id)
-        create_topics(settings)
-        client = redis.Redis.from_url(services.redis_url)
-        outcome = Outcome("sigterm-while-broker-down", posts=200)
-        produce(settings, run_id, 0, 200)
-        log = tmp_path / "worker.log"
-        with children(Child.start(settings, log)) as (worker,):
-            wait_for(lambda: len(redis_ids(client, run_id)) >= 20, FIRST_VERDICTS_S, "verdicts")
-            broker.stop()
-            time.sleep(3)  # the writer's sends to the broker fail from here on
-            code, took = worker.stop()
-            outcome.extra["exit_s"] = round(took, 1)
-            assert code == 0, worker.tail()
-            # A commit in progress at the signal (the sink timeout, 5 s here), the grace, the
-            # last commit (FINAL_COMMIT_S), the stages' join (2 s) and the producer's close
-            # (5 s): 22 s; it took 58 s when a commit waited for the broker's return.
-            assert took <= GRACE_S + 5 + 5 + 2 + 5 + 3, f"took {took:.1f}s to exit after SIGTERM"
-        broker.start()
-        outcome.extra["done_at_exit"] = committed_total(settings)
-        back = time.monotonic()
-        with children(Child.start(settings, tmp_path / "worker2.log")) as (second,):
-            wait_for(lambda: committed_total(settings) >= 200, FIRST_VERDICTS_S, "every offset")
-            outcome.recover_s = time.monotonic() - back
-            outcome.restarts = 1
-            stop_cleanly(second)
-        check_every_post(outcome, settings, client, run_id)
-    finally:
+    broker, settings, client = started_broker(services, run_id, tmp_path, request)
+    outcome = Outcome("sigterm-while-broker-down", posts=200)
+    produce(settings, run_id, 0, 200)
+    log = tmp_path / "worker.log"
+    with children(Child.start(settings, log)) as (worker,):
+        wait_for(lambda: len(redis_ids(client, run_id)) >= 20, FIRST_VERDICTS_S, "verdicts")
         broker.stop()
+        time.sleep(3)  # the writer's sends to the broker fail from here on
+        code, took = worker.stop()
+        outcome.extra["exit_s"] = round(took, 1)
+        assert code == 0, worker.tail()
+        # A commit in progress at the signal (the sink timeout, 5 s here), the grace, the
+        # last commit (FINAL_COMMIT_S), the stages' join (2 s) and the producer's close
+        # (5 s): 22 s; it took 58 s when a commit waited for the broker's return.
+        assert took <= GRACE_S + 5 + 5 + 2 + 5 + 3, f"took {took:.1f}s to exit after SIGTERM"
+    broker.start()
+    outcome.extra["done_at_exit"] = committed_total(settings)
+    back = time.monotonic()
+    with children(Child.start(settings, tmp_path / "worker2.log")) as (second,):
+        wait_for(lambda: committed_total(settings) >= 200, FIRST_VERDICTS_S, "every offset")
+        outcome.recover_s = time.monotonic() - back
+        outcome.restarts = 1
+        stop_cleanly(second)
+    check_every_post(outcome, settings, client, run_id)
     report(outcome, capsys)
 
 
