@@ -206,6 +206,10 @@ class Worker:
         deadline = self._clock() + self._cfg.shutdown_grace_s
         self._tokenizer.flushing = True
         self._board.notify()
+
+        def commit() -> None:  # a broker that does not answer must not hold the exit
+            self._checkpoint.commit(timeout_s=max(deadline - self._clock(), FINAL_COMMIT_S))
+
         while self._tracker.in_flight() and self.failed is None:
             left = deadline - self._clock()
             if left <= 0:
@@ -213,11 +217,11 @@ class Worker:
             self._wait_for_completions(min(0.1, left))
             self._settle()
             if self._txn is None:
-                self._checkpoint.commit(timeout_s=max(deadline - self._clock(), FINAL_COMMIT_S))
+                commit()
         self.stages.stop(self._cfg.stop_join_s if self._tracker.in_flight() else 0.5)
         self._settle()
         if self._txn is None:
-            self._checkpoint.commit(timeout_s=max(deadline - self._clock(), FINAL_COMMIT_S))
+            commit()
         else:
             self._end_transaction_at_exit()
         if self._tracker.in_flight():
