@@ -260,7 +260,7 @@ def main() -> None:
         results["one_at_a_time"] = one_at_a_time(predictor, texts)
     print(f"one post at a time             {results['one_at_a_time']:8.1f} posts/s")
     variants: dict[tuple[int, int], tuple[float, float]] = {}
-    for size in (32, args.batch):
+    for size in sorted({32, 64, args.batch}):  # the best of these sizes, whatever the worker's
         with threads_each(predictor, all_threads):
             variants[(size, 1)] = best_batched(predictor, texts, size, budget)
         if replicas > 1:  # each with its part of the budget, as the worker's batcher

@@ -130,11 +130,14 @@ def test_network_policy_selects_the_workers_and_admits_only_the_metrics_port() -
     assert any(p["name"] == "metrics" for p in container(deployment())["ports"])
 
 
-def test_gpu_deployment_differs_from_the_cpu_one_only_in_the_device() -> None:
+def test_gpu_deployment_differs_from_the_cpu_one_only_in_the_device_and_batch() -> None:
     cpu, gpu = deployment(), deployment(gpu=True)
     gpu_container = container(gpu)
     assert gpu_container["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert {"name": "MODSTREAM_DEVICE", "value": "cuda"} in gpu_container["env"]
+    # The ConfigMap's batch size is the CPU's; the GPU's is larger, set on the container.
+    gpu_batch = {e["name"]: e["value"] for e in gpu_container["env"] if "value" in e}
+    assert int(gpu_batch["MODSTREAM_BATCH_MAX_SIZE"]) > int(configmap()["MODSTREAM_BATCH_MAX_SIZE"])
     assert gpu_container["image"].endswith("-cuda")
     assert configmap()["MODSTREAM_DEVICE"] == "cpu"
 
@@ -144,7 +147,9 @@ def test_gpu_deployment_differs_from_the_cpu_one_only_in_the_device() -> None:
         for key in ("nodeSelector", "tolerations"):
             pod.pop(key, None)
         c = container(doc)
-        c["env"] = [e for e in c["env"] if e["name"] != "MODSTREAM_DEVICE"]
+        c["env"] = [
+            e for e in c["env"] if e["name"] not in ("MODSTREAM_DEVICE", "MODSTREAM_BATCH_MAX_SIZE")
+        ]
         for key in ("image", "resources"):
             c.pop(key)
         return doc
@@ -159,7 +164,7 @@ def test_config_hash_annotation_is_current_and_follows_the_config() -> None:
     for gpu in (False, True):
         annotations = deployment(gpu)["spec"]["template"]["metadata"]["annotations"]
         assert annotations["checksum/config"] == digest, "run deploy/tools/config_hash.py"
-    changed = text.replace('MODSTREAM_BATCH_MAX_SIZE: "64"', 'MODSTREAM_BATCH_MAX_SIZE: "32"')
+    changed = text.replace('MODSTREAM_BATCH_MAX_SIZE: "32"', 'MODSTREAM_BATCH_MAX_SIZE: "64"')
     assert changed != text
     assert tool["config_hash"](changed) != digest
     # Comments and key order are not config.
