@@ -88,7 +88,7 @@ class InputConsumer:
         topic: str,
         auto_offset_reset: str = "earliest",
         *,
-        commit_timeout_s: float = 30.0,
+        commit_timeout_s: float,
     ) -> None:
         self._consumer = consumer
         self._topic = topic

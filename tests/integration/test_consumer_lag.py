@@ -29,7 +29,11 @@ def test_lag_counts_from_the_committed_offset_and_stays_right_while_paused(
         producer.flush()
 
     send(10)
-    consumer = InputConsumer(make_consumer(settings), settings.input_topic)
+    consumer = InputConsumer(
+        make_consumer(settings),
+        settings.input_topic,
+        commit_timeout_s=settings.sink_timeout_seconds,
+    )
     try:
         consumer.subscribe(lambda _: None, lambda _: None)
         polled: list[object] = []
