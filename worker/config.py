@@ -92,7 +92,8 @@ class Settings(BaseSettings):
         30.0,
         gt=0,
         description="How long a Kafka or Redis write, or an offset commit, may take before it "
-        "counts as failed.",
+        "counts as failed (a commit at most MODSTREAM_SHUTDOWN_GRACE_SECONDS too, never under "
+        "5 s: SIGTERM waits for one in progress).",
     )
 
     # --- Redis -----------------------------------------------------------------------------
@@ -193,7 +194,9 @@ class Settings(BaseSettings):
     metrics_host: str = Field("0.0.0.0", description="Address of the metrics/health server.")
     metrics_port: int = Field(9400, ge=0, le=65535, description="Port of /metrics; 0 disables.")
     shutdown_grace_seconds: float = Field(
-        20.0, ge=0, description="Time to finish the batch in hand after SIGTERM."
+        20.0,
+        ge=0,
+        description="Time to finish the batch in hand after SIGTERM, counted from the signal.",
     )
     startup_timeout_seconds: float = Field(
         0.0,

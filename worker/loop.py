@@ -51,6 +51,17 @@ __all__ = ["Consumer", "Item", "LoopConfig", "Worker"]
 FINAL_COMMIT_S = 5.0
 
 
+def running_commit_bound_s(shutdown_grace_s: float) -> float:
+    """The longest a commit may block the main thread while the worker runs (the consumer
+    caps it further at MODSTREAM_SINK_TIMEOUT_SECONDS). A SIGTERM that arrives during a
+    commit to a broker that does not answer is only seen once the commit returns, and the
+    grace time counts from the signal: bounded so, that commit ends within the grace
+    (never under FINAL_COMMIT_S, which a healthy broker never comes near), and the exit
+    stays within the grace and its margin whatever the sink timeout. A commit that times
+    out is retried on the next step; nothing is lost."""
+    return max(shutdown_grace_s, FINAL_COMMIT_S)
+
+
 @dataclass(frozen=True, slots=True)
 class LoopConfig:
     poll_timeout_ms: int = 100
@@ -144,6 +155,8 @@ class Worker:
         )
         self._positions: dict[Partition, int] = {}
         self._stop_requested = False
+        self._stop_requested_at: float | None = None  # the grace time counts from here
+        self._commit_bound_s = running_commit_bound_s(config.shutdown_grace_s)
         self._next_lag_at = 0.0
         self.last_step_at = clock()
         self.assigned: set[Partition] = set()
@@ -159,7 +172,10 @@ class Worker:
 
     # --- lifecycle -------------------------------------------------------------------------
     def request_stop(self) -> None:
-        """Called from a signal handler: only flips a flag."""
+        """Called from a signal handler: only flips a flag (and notes when, the first time:
+        the grace time counts from the signal, not from when the main thread sees it)."""
+        if self._stop_requested_at is None:
+            self._stop_requested_at = self._clock()
         self._stop_requested = True
 
     @property
@@ -200,15 +216,21 @@ class Worker:
             raise self.failed
 
     def drain(self) -> None:
-        """Let the stages finish what is in flight within the grace time; commit what is done.
-        Whatever is left is not committed, so it is redelivered."""
+        """Let the stages finish what is in flight within the grace time (counted from the
+        stop request, else from now); commit what is done. Whatever is left is not
+        committed, so it is redelivered."""
         self._apply_rebalances()
-        deadline = self._clock() + self._cfg.shutdown_grace_s
+        since = self._stop_requested_at if self._stop_requested_at is not None else self._clock()
+        deadline = since + self._cfg.shutdown_grace_s
         self._tokenizer.flushing = True
         self._board.notify()
 
-        def commit() -> None:  # a broker that does not answer must not hold the exit
-            self._checkpoint.commit(timeout_s=max(deadline - self._clock(), FINAL_COMMIT_S))
+        def commit(last: bool) -> None:
+            # A broker that does not answer must not hold the exit: a commit within the
+            # grace time ends with it, and the last one takes at most FINAL_COMMIT_S past it.
+            left = deadline - self._clock()
+            if last or left > 0:
+                self._checkpoint.commit(timeout_s=max(left, FINAL_COMMIT_S) if last else left)
 
         while self._tracker.in_flight() and self.failed is None:
             left = deadline - self._clock()
@@ -217,11 +239,11 @@ class Worker:
             self._wait_for_completions(min(0.1, left))
             self._settle()
             if self._txn is None:
-                commit()
+                commit(last=False)
         self.stages.stop(self._cfg.stop_join_s if self._tracker.in_flight() else 0.5)
         self._settle()
         if self._txn is None:
-            commit()
+            commit(last=True)
         else:
             self._end_transaction_at_exit()
         if self._tracker.in_flight():
@@ -304,7 +326,7 @@ class Worker:
         now = self._clock()
         if now < self._next_commit_at and self._tracker.in_flight():
             return
-        if self._tracker.committable() and self._checkpoint.commit():
+        if self._tracker.committable() and self._checkpoint.commit(timeout_s=self._commit_bound_s):
             self._next_commit_at = now + self._cfg.commit_interval_s
 
     def _settle(self) -> None:
@@ -371,7 +393,7 @@ class Worker:
             return
         if self._txn is None:
             self._settle()
-            self._checkpoint.commit(only=revoked)
+            self._checkpoint.commit(only=revoked, timeout_s=self._commit_bound_s)
             # Where to read again if a partition comes straight back to this member: its
             # fetch position is past the records dropped here, and they must not be skipped.
             self._rewind_to = {

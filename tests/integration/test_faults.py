@@ -476,22 +476,28 @@ def test_sigterm_while_the_kafka_broker_is_down(
     It exits with status 0 within its grace and the bounds of its last commit and of the
     producer's close, abandoning the verdicts it could not send: a commit used to wait for
     kafka-python's request timeout (305 s), and the producer's close raised from its flush.
-    Once the broker is back a new worker finishes every post, nothing lost."""
+    The sink timeout is three times the grace here (as the defaults' 30 s to 20 s): a
+    commit in progress at the signal must end within the grace, not run its sink timeout
+    first. Once the broker is back a new worker finishes every post, nothing lost."""
     broker, settings, client = started_broker(services, run_id, tmp_path, request)
     outcome = Outcome("sigterm-while-broker-down", posts=200)
     produce(settings, run_id, 0, 200)
     log = tmp_path / "worker.log"
-    with children(Child.start(settings, log)) as (worker,):
+    sink_timeout = 3 * GRACE_S
+    with children(
+        Child.start(settings, log, MODSTREAM_SINK_TIMEOUT_SECONDS=f"{sink_timeout:g}")
+    ) as (worker,):
         wait_for(lambda: len(redis_ids(client, run_id)) >= 20, FIRST_VERDICTS_S, "verdicts")
         broker.stop()
-        time.sleep(3)  # the writer's sends to the broker fail from here on
+        time.sleep(3)  # the writer's sends and the commits to the broker block from here on
         code, took = worker.stop()
         outcome.extra["exit_s"] = round(took, 1)
         assert code == 0, worker.tail()
-        # A commit in progress at the signal (the sink timeout, 5 s here), the grace, the
+        # The grace, counted from the signal (a commit in progress ends within it), the
         # last commit (FINAL_COMMIT_S), the stages' join (2 s) and the producer's close
-        # (5 s): 22 s; it took 58 s when a commit waited for the broker's return.
-        assert took <= GRACE_S + 5 + 5 + 2 + 5 + 3, f"took {took:.1f}s to exit after SIGTERM"
+        # (5 s): 17 s. It took 58 s when a commit waited for the broker's return, and up
+        # to the sink timeout more (15 s here) while the grace began after the commit.
+        assert took <= GRACE_S + 5 + 2 + 5 + 3, f"took {took:.1f}s to exit after SIGTERM"
     broker.start()
     outcome.extra["done_at_exit"] = committed_total(settings)
     back = time.monotonic()

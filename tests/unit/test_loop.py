@@ -291,30 +291,74 @@ def test_stop_while_a_sink_is_down_gives_up_after_the_grace_time_without_committ
     assert sum(rig.sleeps) == pytest.approx(3.0, abs=0.11)
 
 
-def test_commits_after_stop_are_bounded_by_the_grace_left_and_at_least_the_final_bound() -> None:
+def test_commits_after_stop_are_bounded_by_the_grace_left_and_the_last_by_the_final_bound() -> None:
     """A commit to a broker that does not answer blocks for its timeout; after SIGTERM that
-    timeout is what is left of the grace time (never under FINAL_COMMIT_S), not the
-    consumer's own bound (kafka-python's: 305 s), so the worker exits in time."""
+    timeout is what is left of the grace time (the last commit's never under
+    FINAL_COMMIT_S), not the consumer's own bound (kafka-python's: 305 s), so the worker
+    exits in time."""
     rig = Rig(max_size=10, redis=ListSink("redis", failures=2), shutdown_grace_s=20.0)
     rig.consumer.queue = [record(i, post(i)) for i in range(3)]
     rig.worker.step()
     assert rig.consumer.commit_timeouts == []  # nothing acknowledged yet
+    stopped_at = rig.clock.now
     rig.worker.request_stop()
     rig.worker.run()
     assert rig.consumer.committed() == {P0: 3}
     bounds = rig.consumer.commit_timeouts
     assert bounds and all(b is not None for b in bounds)
-    assert all(FINAL_COMMIT_S <= b <= 20.0 for b in bounds if b is not None), bounds
+    for b in bounds:
+        assert b is not None and 0 < b <= 20.0, bounds
+    # Committed as soon as the sink caught up: within the grace, the rest of it the bound.
+    assert bounds[-1] == pytest.approx(20.0 - (rig.clock.now - stopped_at), abs=0.01)
 
 
-def test_commits_while_running_keep_the_consumers_own_bound() -> None:
-    rig = Rig(max_size=10)
+def test_commits_while_running_are_bounded_by_the_grace_time() -> None:
+    """The consumer caps a commit at MODSTREAM_SINK_TIMEOUT_SECONDS; the loop caps it at the
+    grace time too (never under FINAL_COMMIT_S), since a SIGTERM waits for it."""
+    for grace, bound in ((20.0, 20.0), (1.0, FINAL_COMMIT_S)):
+        rig = Rig(max_size=10, shutdown_grace_s=grace)
+        rig.consumer.queue = [record(i, post(i)) for i in range(3)]
+        rig.worker.step()
+        rig.clock.advance(2)
+        rig.worker.step()
+        assert rig.consumer.committed() == {P0: 3}
+        assert rig.consumer.commit_timeouts == [bound]
+
+
+def test_a_sigterm_during_a_commit_to_a_dead_broker_exits_within_the_grace_and_final_bound() -> (
+    None
+):
+    """The broker stops answering; a periodic commit blocks, and SIGTERM arrives during it
+    (the main thread sees it only when the commit returns). The grace time counts from the
+    signal, and no commit outlasts it, so the worker is done within the grace time and one
+    last commit after it, even with a sink timeout (30 s here) longer than the grace
+    (20 s): before, the commit in progress took its full 30 s and the grace began after
+    it, 49 s from the signal here, past Kubernetes' 35 s."""
+    from kafka.errors import KafkaTimeoutError
+
+    grace, sink_timeout = 20.0, 30.0
+    rig = Rig(max_size=10, shutdown_grace_s=grace)
+    signal_at: list[float] = []
+
+    def dead_broker_commit(offsets: dict[Partition, int], timeout_s: float | None = None) -> None:
+        bound = sink_timeout if timeout_s is None else min(timeout_s, sink_timeout)
+        rig.consumer.commit_timeouts.append(timeout_s)
+        if not signal_at:  # the signal comes a second into the first blocked commit
+            rig.clock.advance(1.0)
+            signal_at.append(rig.clock.now)
+            rig.worker.request_stop()
+            bound -= 1.0
+        rig.clock.advance(bound)
+        raise KafkaTimeoutError("the broker did not answer")
+
+    rig.consumer.commit = dead_broker_commit  # type: ignore[method-assign]
     rig.consumer.queue = [record(i, post(i)) for i in range(3)]
-    rig.worker.step()
-    rig.clock.advance(2)
-    rig.worker.step()
-    assert rig.consumer.committed() == {P0: 3}
-    assert rig.consumer.commit_timeouts == [None]
+    rig.worker.step()  # scored, written; the commit blocks and the signal comes
+    assert signal_at and rig.consumer.committed() == {}
+    rig.worker.run()  # sees the stop at once
+    took = rig.clock.now - signal_at[0]
+    assert took <= grace + FINAL_COMMIT_S + 0.01, (took, rig.consumer.commit_timeouts)
+    assert rig.consumer.committed() == {}  # nothing was committed: all of it is redone
 
 
 def test_backpressure_pauses_until_the_sinks_catch_up_then_resumes() -> None:
