@@ -58,7 +58,8 @@ from worker.produce import synthetic_events
 
 ROOT = Path(__file__).resolve().parent.parent
 TWEETS = ROOT.parent / "shared" / "data" / "sentiment" / "val.jsonl"
-# One post at a time is timed on at most this many posts: a rate, and the slowest row.
+# One post at a time is timed on at most this many posts, before the worker's phases and
+# again after its backlog (the slowest row: half of it each time).
 ONE_AT_A_TIME_POSTS = 2000
 
 
@@ -102,10 +103,17 @@ def timed(fn: Callable[[], object], posts: int) -> float:
     return posts / (time.perf_counter() - started)
 
 
-def one_at_a_time(predictor: Any, texts: list[str]) -> float:
+def one_at_a_time(predictor: Any, texts: list[str], posts: int = ONE_AT_A_TIME_POSTS) -> float:
     predictor.predict(texts[:1])  # warm-up
-    sample = texts[:ONE_AT_A_TIME_POSTS]
+    sample = texts[:posts]
     return timed(lambda: [predictor.predict([t]) for t in sample], len(sample))
+
+
+def bracketed(before: float, after: float) -> dict[str, float]:
+    """A baseline timed before and after the phase it is compared with: these machines'
+    speed drifts by a fifth to a third within the hour, so the mean of the two stands for
+    the machine's speed during the phase better than either alone."""
+    return {"rate": (before + after) / 2, "before": before, "after": after}
 
 
 def length_bucketed(encoded: list[Encoded], size: int, budget: int) -> list[list[Encoded]]:
@@ -256,9 +264,10 @@ def main() -> None:
     )
     results: dict[str, Any] = {"machine": info, "posts": source, "batch_max_size": args.batch}
 
+    single_posts = ONE_AT_A_TIME_POSTS // 2
     with threads_each(predictor, all_threads):
-        results["one_at_a_time"] = one_at_a_time(predictor, texts)
-    print(f"one post at a time             {results['one_at_a_time']:8.1f} posts/s")
+        single_before = one_at_a_time(predictor, texts, single_posts)
+    print(f"one post at a time             {single_before:8.1f} posts/s")
     variants: dict[tuple[int, int], tuple[float, float]] = {}
     for size in sorted({32, 64, args.batch}):  # the best of these sizes, whatever the worker's
         with threads_each(predictor, all_threads):
@@ -273,11 +282,6 @@ def main() -> None:
             f"{batch_s * 1000:.0f} ms a batch"
         )
     best_size, best_n = max(variants, key=lambda k: variants[k][0])
-    results["best_model_only"] = {
-        "rate": variants[(best_size, best_n)][0],
-        "batch": best_size,
-        "at_once": best_n,
-    }
     results["model_only_variants"] = [
         {"batch": size, "at_once": n, "rate": rate, "batch_seconds": batch_s}
         for (size, n), (rate, batch_s) in variants.items()
@@ -289,6 +293,25 @@ def main() -> None:
     backlog = from_backlog(predictor, texts, backlog_settings)
     results["worker_backlog"] = summary(backlog)
     print(f"worker from a backlog          {backlog.rate:8.1f} posts/s  {stages(backlog)}")
+    # The baselines again, right after the backlog phase (see bracketed).
+    best_threads = all_threads if best_n == 1 else each
+    with threads_each(predictor, best_threads):
+        best_after = best_batched(
+            predictor, texts, best_size, budget // best_n if best_n > 1 else budget, best_n
+        )[0]
+    with threads_each(predictor, all_threads):
+        single_after = one_at_a_time(predictor, texts, single_posts)
+    results["best_model_only"] = {
+        **bracketed(variants[(best_size, best_n)][0], best_after),
+        "batch": best_size,
+        "at_once": best_n,
+    }
+    results["one_at_a_time_bracket"] = bracketed(single_before, single_after)
+    results["one_at_a_time"] = results["one_at_a_time_bracket"]["rate"]
+    print(
+        f"after it: best model-only      {best_after:8.1f} posts/s, one post at a time "
+        f"{single_after:.1f} posts/s (the baselines: the mean of before and after)"
+    )
     replay, replayed = replay_backlog(predictor, backlog_settings, len(texts))
     results["replay_backlog"] = {
         **summary(replay),
@@ -367,6 +390,13 @@ def best_at_once(r: dict[str, Any]) -> str:
     return f", {n} at a time on one thread each" if n > 1 else ""
 
 
+def around(bracket: dict[str, float] | None) -> str:
+    """How a bracketed baseline moved between its two timings."""
+    if not bracket or "before" not in bracket:
+        return ""
+    return f" (mean of {bracket['before']:.0f} before the worker and {bracket['after']:.0f} after)"
+
+
 def markdown(r: dict[str, Any]) -> str:
     m = r["machine"]
     base = r["one_at_a_time"]
@@ -378,11 +408,11 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         "| path | posts/s | vs one at a time |",
         "| --- | --- | --- |",
-        f"| one post at a time | {base:.0f} | 1.0x |",
+        f"| one post at a time{around(r.get('one_at_a_time_bracket'))} | {base:.0f} | 1.0x |",
         f"| two HF models, padded to 128, batches of 32 | {r['two_hf_models_padded_128']:.0f} "
         f"| {r['two_hf_models_padded_128'] / base:.1f}x |",
         f"| best model-only: length-bucketed batches of {r['best_model_only']['batch']}"
-        f"{best_at_once(r)} | {r['best_model_only']['rate']:.0f} "
+        f"{best_at_once(r)}{around(r['best_model_only'])} | {r['best_model_only']['rate']:.0f} "
         f"| {r['best_model_only']['rate'] / base:.1f}x |",
         f"| worker end to end, from a backlog | {r['worker_backlog']['rate']:.0f} "
         f"| {r['worker_backlog']['rate'] / base:.1f}x |",
