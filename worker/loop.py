@@ -245,7 +245,7 @@ class Worker:
         if self._txn is None:
             commit(last=True)
         else:
-            self._end_transaction_at_exit()
+            self._end_transaction_at_exit(max(deadline - self._clock(), FINAL_COMMIT_S))
         if self._tracker.in_flight():
             log.warning(
                 "grace time over: %d records left uncommitted for redelivery",
@@ -456,8 +456,11 @@ class Worker:
         metrics.PAUSED.set(int(self._consumer.paused))
         self._board.notify()
 
-    def _commit_transaction(self) -> None:
-        """Commit the open transaction with the offsets after everything it holds."""
+    def _commit_transaction(self, within_s: float | None = None) -> None:
+        """Commit the open transaction with the offsets after everything it holds; the
+        commit, and the abort if it fails, each within ``within_s`` (None: the running
+        bound, as an offset commit's)."""
+        within_s = self._commit_bound_s if within_s is None else within_s
         assert self._txn is not None
         # Snapshot the membership before applying queued rebalances: a revocation is
         # queued before the generation changes, so it is either applied here (and aborts)
@@ -469,10 +472,10 @@ class Worker:
         offsets = self._tracker.committable()
         started = time.perf_counter()
         try:
-            self._txn.commit(offsets, group)
+            self._txn.commit(offsets, group, within_s)
         except KafkaError as exc:
             metrics.ERRORS.labels("commit").inc()
-            self._abort_transaction(f"commit failed ({exc!r})")
+            self._abort_transaction(f"commit failed ({exc!r})", within_s)
             return
         finally:
             metrics.STAGE_SECONDS.labels("commit").observe(time.perf_counter() - started)
@@ -480,16 +483,18 @@ class Worker:
         self._txn_from.clear()
         metrics.COMMITS.inc()
 
-    def _abort_transaction(self, why: str) -> None:
-        """Drop the work since the last commit everywhere, abort, read it again."""
+    def _abort_transaction(self, why: str, within_s: float | None = None) -> None:
+        """Drop the work since the last commit everywhere, abort (within ``within_s``, None:
+        the running bound), read it again."""
         assert self._txn is not None
+        within_s = self._commit_bound_s if within_s is None else within_s
         rewind = dict(self._txn_from)
         log.warning("aborting the transaction: %s; %d partitions rewind", why, len(rewind))
         self._generations.bump(set(rewind))  # the stages drop that work
         self._tracker.discard(rewind)
         self._board.notify()
         try:
-            self._txn.abort()
+            self._txn.abort(within_s)
         except KafkaError as exc:
             raise TransactionAbortError(f"aborting the transaction failed: {exc!r}") from exc
         self._txn_from.clear()
@@ -498,13 +503,16 @@ class Worker:
         if self._barrier:
             self._set_barrier(False)
 
-    def _end_transaction_at_exit(self) -> None:
-        """Shutdown: commit if everything handed out is written, else abort (redone)."""
+    def _end_transaction_at_exit(self, within_s: float) -> None:
+        """Shutdown: commit if everything handed out is written, else abort (redone), within
+        ``within_s``: a broker that does not answer must not hold the exit, and one that
+        never hears the abort aborts the transaction on its timeout (the next owner's
+        producer fences it sooner)."""
         assert self._txn is not None
         try:
             if not self._tracker.in_flight():
-                self._commit_transaction()
+                self._commit_transaction(within_s)
             elif self._txn_from:
-                self._abort_transaction("stopping with records in flight")
+                self._abort_transaction("stopping with records in flight", within_s)
         except TransactionAbortError as exc:
             log.error("%s: the broker aborts it when it times out", exc)

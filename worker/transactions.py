@@ -20,13 +20,16 @@ transaction; it stays correct because a verdict is overwritten per ``post_id``.
 The writer holds :meth:`writing` while it sends and waits for acknowledgements, and the
 main thread takes the same lock to commit or abort, so no send of a dropped batch can land
 in the next transaction. kafka-python's transactional calls wait without a bound when the
-broker is gone; each runs here on a helper thread with a deadline instead.
+broker is gone; each runs here on a helper thread with a deadline instead, and a whole
+commit or abort (the lock included) may be given a deadline of its own (``within_s``): the
+loop's bound on one step, or at shutdown what is left of the grace time.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol, TypeVar
@@ -88,29 +91,36 @@ class Transactions:
         """Snapshot it *before* applying queued rebalances (see :meth:`Worker._eos_commit`)."""
         return self._group_metadata()
 
-    def commit(self, offsets: dict[Partition, int], group_metadata: Any) -> None:
+    def commit(
+        self, offsets: dict[Partition, int], group_metadata: Any, within_s: float | None = None
+    ) -> None:
         """Commit the open transaction with ``offsets`` (next offset to read per partition)
-        and open the next one. Raises :class:`KafkaError` on failure: abort then."""
+        and open the next one, all of it within ``within_s`` (None: each call within the
+        timeout). Raises :class:`KafkaError` on failure: abort then."""
+        deadline = _deadline(within_s)
         if self.broken:
             raise KafkaError("a send in this transaction failed")
         to_commit = {
             TopicPartition(tp.topic, tp.partition): OffsetAndMetadata(off, "", -1)
             for tp, off in offsets.items()
         }
-        with self._lock:
+        with self._held(deadline, "commit"):
             if to_commit:
                 self._bounded(
                     lambda: self._producer.send_offsets_to_transaction(to_commit, group_metadata),
                     "send_offsets_to_transaction",
+                    deadline,
                 )
-            self._bounded(self._producer.commit_transaction, "commit_transaction")
+            self._bounded(self._producer.commit_transaction, "commit_transaction", deadline)
             metrics.TRANSACTIONS.labels("committed").inc()
-            self._bounded(self._producer.begin_transaction, "begin_transaction")
+            self._bounded(self._producer.begin_transaction, "begin_transaction", deadline)
 
-    def abort(self) -> None:
-        """Abort the open transaction and open the next one. Raises :class:`KafkaError`
-        when the abort fails: the worker must then start again with a new producer (the
-        broker aborts the transaction when it times out, if it has not already).
+    def abort(self, within_s: float | None = None) -> None:
+        """Abort the open transaction and open the next one, within ``within_s`` as
+        :meth:`commit`. Raises :class:`KafkaError` when the abort fails (or the writer holds
+        the transaction past the deadline): the worker must then start again with a new
+        producer (the broker aborts the transaction when it times out, if it has not
+        already).
 
         A failed abort is never followed by a new transaction on the same producer. The case
         that made it tempting: when the broker has aborted a transaction that stayed open past
@@ -122,15 +132,35 @@ class Transactions:
         "under the new epoch", that is into the next transaction: a fault test found seven
         verdicts twice in one committed transaction that way. A new producer with the same
         transactional id fences the old one, so none of its records can land."""
-        with self._lock:
-            self._bounded(self._producer.abort_transaction, "abort_transaction")
-            self._bounded(self._producer.begin_transaction, "begin_transaction")
+        deadline = _deadline(within_s)
+        with self._held(deadline, "abort"):
+            self._bounded(self._producer.abort_transaction, "abort_transaction", deadline)
+            self._bounded(self._producer.begin_transaction, "begin_transaction", deadline)
             metrics.TRANSACTIONS.labels("aborted").inc()
             self.broken = False
 
-    def _bounded(self, call: Callable[[], R], what: str) -> R:
-        """Run ``call`` on a helper thread; :class:`KafkaTimeoutError` after the timeout
-        (the thread is left to finish on its own: it is a daemon)."""
+    def _left(self, deadline: float | None) -> float:
+        """How long the next wait may take: the timeout, and no later than ``deadline``."""
+        if deadline is None:
+            return self._timeout
+        return max(0.0, min(self._timeout, deadline - time.monotonic()))
+
+    @contextmanager
+    def _held(self, deadline: float | None, what: str) -> Iterator[None]:
+        """The transaction's lock, waited for until ``deadline`` at most (the writer holds
+        it while a write to a broker that does not answer runs into its sink timeout)."""
+        if not self._lock.acquire(timeout=-1 if deadline is None else self._left(deadline)):
+            raise KafkaTimeoutError(
+                f"{what}: the writer still held the transaction at its deadline"
+            )
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    def _bounded(self, call: Callable[[], R], what: str, deadline: float | None = None) -> R:
+        """Run ``call`` on a helper thread; :class:`KafkaTimeoutError` after the timeout or
+        at ``deadline`` (the thread is left to finish on its own: it is a daemon)."""
         result: list[R] = []
         error: list[BaseException] = []
 
@@ -142,9 +172,14 @@ class Transactions:
 
         thread = threading.Thread(target=target, name=f"txn-{what}", daemon=True)
         thread.start()
-        thread.join(self._timeout)
+        wait = self._left(deadline)
+        thread.join(wait)
         if thread.is_alive():
-            raise KafkaTimeoutError(f"{what} did not finish within {self._timeout:.0f}s")
+            raise KafkaTimeoutError(f"{what} did not finish within {wait:.1f}s")
         if error:
             raise error[0]
         return result[0]
+
+
+def _deadline(within_s: float | None) -> float | None:
+    return None if within_s is None else time.monotonic() + within_s

@@ -41,6 +41,7 @@ from tests.integration.helpers import (
     create_topics,
     events,
     free_port,
+    read_topic,
     settings_for,
     to_bytes,
     verdict_keys,
@@ -506,6 +507,50 @@ def test_sigterm_while_the_kafka_broker_is_down(
         outcome.recover_s = time.monotonic() - back
         outcome.restarts = 1
         stop_cleanly(second)
+    check_every_post(outcome, settings, client, run_id)
+    report(outcome, capsys)
+
+
+def test_sigterm_while_the_kafka_broker_is_down_in_exactly_once_mode(
+    services: Any,
+    run_id: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    request: pytest.FixtureRequest,
+) -> None:
+    """The same rollout in an incident, in exactly-once mode: the open transaction can be
+    neither committed nor aborted while the broker is down. The worker still exits 0
+    within its grace and the same bounds (the broker aborts the transaction on its
+    timeout), and a new worker, once the broker is back, gives a read_committed reader
+    every post once."""
+    broker, settings, client = started_broker(services, run_id, tmp_path, request)
+    outcome = Outcome("sigterm-while-broker-down-exactly-once", posts=200)
+    produce(settings, run_id, 0, 200)
+    eos = {
+        "MODSTREAM_PROCESSING_GUARANTEE": "exactly-once",
+        "MODSTREAM_TRANSACTIONAL_ID": f"{settings.group_id}-worker-0",
+        "MODSTREAM_SINK_TIMEOUT_SECONDS": f"{3 * GRACE_S:g}",
+    }
+    with children(Child.start(settings, tmp_path / "worker.log", **eos)) as (worker,):
+        wait_for(lambda: len(redis_ids(client, run_id)) >= 20, FIRST_VERDICTS_S, "verdicts")
+        broker.stop()
+        time.sleep(3)  # the transaction's sends and its commit block from here on
+        code, took = worker.stop()
+        outcome.extra["exit_s"] = round(took, 1)
+        assert code == 0, worker.tail()
+        assert took <= GRACE_S + 5 + 2 + 5 + 3, f"took {took:.1f}s to exit after SIGTERM"
+    broker.start()
+    outcome.extra["done_at_exit"] = committed_total(settings)
+    back = time.monotonic()
+    with children(Child.start(settings, tmp_path / "worker2.log", **eos)) as (second,):
+        wait_for(lambda: committed_total(settings) >= 200, FIRST_VERDICTS_S, "every offset")
+        outcome.recover_s = time.monotonic() - back
+        outcome.restarts = 1
+        stop_cleanly(second)
+    committed = read_topic(settings, settings.output_topic, 200, isolation_level="read_committed")
+    ids = [json.loads(r.value)["post_id"] for r in committed]
+    assert sorted(set(ids)) == sorted(f"{run_id}-{i}" for i in range(200))
+    assert len(ids) == 200, f"{len(ids) - 200} verdicts twice for a read_committed reader"
     check_every_post(outcome, settings, client, run_id)
     report(outcome, capsys)
 

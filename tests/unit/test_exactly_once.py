@@ -277,6 +277,87 @@ def test_a_transactional_call_that_hangs_fails_after_the_timeout() -> None:
         release.set()
 
 
+def test_a_whole_abort_keeps_its_deadline_while_the_writer_holds_the_transaction() -> None:
+    """Shutdown with the broker down: the writer holds the transaction's lock in a write
+    that runs into its sink timeout, and the abort itself would hang. ``within_s`` bounds
+    the whole abort, the wait for the lock included, instead of the lock's wait and then
+    the timeout of each call."""
+    import threading
+    import time
+
+    from kafka.errors import KafkaTimeoutError
+
+    release = threading.Event()
+
+    class Hanging(FakeTxnProducer):
+        def abort_transaction(self) -> None:
+            release.wait(10)
+
+    txn = Transactions(Hanging(), lambda: "g", timeout_s=30)
+    txn.start()
+    holding, done = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with txn.writing():
+            holding.set()
+            done.wait(10)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        holding.wait(5)
+        started = time.monotonic()
+        with pytest.raises(KafkaTimeoutError, match="abort: the writer still held"):
+            txn.abort(within_s=0.2)
+        assert time.monotonic() - started < 2
+        done.set()
+        thread.join(5)
+        started = time.monotonic()
+        with pytest.raises(KafkaTimeoutError, match="abort_transaction did not finish within"):
+            txn.abort(within_s=0.3)
+        assert time.monotonic() - started < 2  # not the 30 s timeout of the call
+    finally:
+        done.set()
+        release.set()
+        thread.join(5)
+
+
+def test_the_transaction_at_exit_gets_the_grace_left_at_least_the_final_bound() -> None:
+    """Each commit or abort while running is bounded as an offset commit is (the grace
+    time, at least FINAL_COMMIT_S); the one at exit by what is left of the grace, at least
+    FINAL_COMMIT_S."""
+    from worker.loop import FINAL_COMMIT_S
+
+    rig = EosRig(max_size=10, shutdown_grace_s=20.0)
+    bounds: list[tuple[str, float | None]] = []
+    commit, abort = rig.txn.commit, rig.txn.abort
+
+    def recorded_commit(offsets: Any, group: Any, within_s: float | None = None) -> None:
+        bounds.append(("commit", within_s))
+        commit(offsets, group, within_s)
+
+    def recorded_abort(within_s: float | None = None) -> None:
+        bounds.append(("abort", within_s))
+        abort(within_s)
+
+    rig.txn.commit = recorded_commit  # type: ignore[method-assign]
+    rig.txn.abort = recorded_abort  # type: ignore[method-assign]
+    rig.consumer.queue = [record(i, post(i)) for i in range(3)]
+    rig.worker.step()
+    rig.clock.advance(1.5)
+    rig.worker.step()  # the barrier
+    rig.worker.step()  # everything written: the transaction commits
+    assert bounds == [("commit", 20.0)]
+    rig.redis.failures = 10_000
+    rig.consumer.queue = [record(i, post(i)) for i in range(3, 6)]
+    rig.worker.step()
+    rig.worker.request_stop()
+    rig.worker.run()  # the grace runs out with the sink down: the abort gets the final bound
+    assert bounds[-1] == ("abort", FINAL_COMMIT_S)
+    assert rig.producer.calls[-2:] == ["abort", "begin"]
+    assert rig.visible_ids() == ["p0", "p1", "p2"]
+
+
 def test_a_worker_starts_again_in_place_unless_its_abort_failed_a_minute_before() -> None:
     clock = ManualClock()
     restarts = RestartsInPlace(min_gap_s=60.0, clock=clock)
