@@ -466,6 +466,44 @@ def test_a_producer_holding_records_for_a_stopped_broker_closes_within_its_timeo
     gc.collect()
 
 
+def sigterm_during_a_broker_outage(
+    services: Any,
+    run_id: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    outcome: Outcome,
+    **env: str,
+) -> Settings:
+    """A worker with a sink timeout three times its grace (as the defaults' 30 s to 20 s)
+    scores some posts, the broker stops, SIGTERM: it exits 0 within its grace (counted from
+    the signal: a commit in progress ends within it), the last commit (FINAL_COMMIT_S), the
+    stages' join (2 s) and the producer's close (5 s). Once the broker is back a new worker
+    finishes every post. ``env``: the workers' own settings (the guarantee)."""
+    broker, settings, client = started_broker(services, run_id, tmp_path, request)
+    produce(settings, run_id, 0, outcome.posts)
+    env = {"MODSTREAM_SINK_TIMEOUT_SECONDS": f"{3 * GRACE_S:g}", **env}
+    with children(Child.start(settings, tmp_path / "worker.log", **env)) as (worker,):
+        wait_for(lambda: len(redis_ids(client, run_id)) >= 20, FIRST_VERDICTS_S, "verdicts")
+        broker.stop()
+        time.sleep(3)  # the writer's sends and the commits to the broker block from here on
+        code, took = worker.stop()
+        outcome.extra["exit_s"] = round(took, 1)
+        assert code == 0, worker.tail()
+        assert took <= GRACE_S + 5 + 2 + 5 + 3, f"took {took:.1f}s to exit after SIGTERM"
+    broker.start()
+    outcome.extra["done_at_exit"] = committed_total(settings)
+    back = time.monotonic()
+    with children(Child.start(settings, tmp_path / "worker2.log", **env)) as (second,):
+        wait_for(
+            lambda: committed_total(settings) >= outcome.posts, FIRST_VERDICTS_S, "every offset"
+        )
+        outcome.recover_s = time.monotonic() - back
+        outcome.restarts = 1
+        stop_cleanly(second)
+    check_every_post(outcome, settings, client, run_id)
+    return settings
+
+
 def test_sigterm_while_the_kafka_broker_is_down(
     services: Any,
     run_id: str,
@@ -473,41 +511,13 @@ def test_sigterm_while_the_kafka_broker_is_down(
     capsys: pytest.CaptureFixture[str],
     request: pytest.FixtureRequest,
 ) -> None:
-    """An orchestrator stops the worker during a broker outage (a rollout in an incident).
-    It exits with status 0 within its grace and the bounds of its last commit and of the
-    producer's close, abandoning the verdicts it could not send: a commit used to wait for
-    kafka-python's request timeout (305 s), and the producer's close raised from its flush.
-    The sink timeout is three times the grace here (as the defaults' 30 s to 20 s): a
-    commit in progress at the signal must end within the grace, not run its sink timeout
-    first. Once the broker is back a new worker finishes every post, nothing lost."""
-    broker, settings, client = started_broker(services, run_id, tmp_path, request)
+    """An orchestrator stops the worker during a broker outage (a rollout in an incident):
+    it exits in time, abandoning the verdicts it could not send, nothing lost. It took 58 s
+    when a commit waited for kafka-python's request timeout (305 s) and the producer's
+    close raised from its flush, and up to the sink timeout more (15 s here) while the
+    grace began after a commit in progress."""
     outcome = Outcome("sigterm-while-broker-down", posts=200)
-    produce(settings, run_id, 0, 200)
-    log = tmp_path / "worker.log"
-    sink_timeout = 3 * GRACE_S
-    with children(
-        Child.start(settings, log, MODSTREAM_SINK_TIMEOUT_SECONDS=f"{sink_timeout:g}")
-    ) as (worker,):
-        wait_for(lambda: len(redis_ids(client, run_id)) >= 20, FIRST_VERDICTS_S, "verdicts")
-        broker.stop()
-        time.sleep(3)  # the writer's sends and the commits to the broker block from here on
-        code, took = worker.stop()
-        outcome.extra["exit_s"] = round(took, 1)
-        assert code == 0, worker.tail()
-        # The grace, counted from the signal (a commit in progress ends within it), the
-        # last commit (FINAL_COMMIT_S), the stages' join (2 s) and the producer's close
-        # (5 s): 17 s. It took 58 s when a commit waited for the broker's return, and up
-        # to the sink timeout more (15 s here) while the grace began after the commit.
-        assert took <= GRACE_S + 5 + 2 + 5 + 3, f"took {took:.1f}s to exit after SIGTERM"
-    broker.start()
-    outcome.extra["done_at_exit"] = committed_total(settings)
-    back = time.monotonic()
-    with children(Child.start(settings, tmp_path / "worker2.log")) as (second,):
-        wait_for(lambda: committed_total(settings) >= 200, FIRST_VERDICTS_S, "every offset")
-        outcome.recover_s = time.monotonic() - back
-        outcome.restarts = 1
-        stop_cleanly(second)
-    check_every_post(outcome, settings, client, run_id)
+    sigterm_during_a_broker_outage(services, run_id, tmp_path, request, outcome)
     report(outcome, capsys)
 
 
@@ -518,40 +528,20 @@ def test_sigterm_while_the_kafka_broker_is_down_in_exactly_once_mode(
     capsys: pytest.CaptureFixture[str],
     request: pytest.FixtureRequest,
 ) -> None:
-    """The same rollout in an incident, in exactly-once mode: the open transaction can be
-    neither committed nor aborted while the broker is down. The worker still exits 0
-    within its grace and the same bounds (the broker aborts the transaction on its
-    timeout), and a new worker, once the broker is back, gives a read_committed reader
-    every post once."""
-    broker, settings, client = started_broker(services, run_id, tmp_path, request)
+    """The same in exactly-once mode: the open transaction can be neither committed nor
+    aborted while the broker is down, and the abort at exit keeps to what is left of the
+    grace (the broker aborts the transaction on its timeout; the next producer fences it).
+    A read_committed reader then sees every post once."""
     outcome = Outcome("sigterm-while-broker-down-exactly-once", posts=200)
-    produce(settings, run_id, 0, 200)
     eos = {
         "MODSTREAM_PROCESSING_GUARANTEE": "exactly-once",
-        "MODSTREAM_TRANSACTIONAL_ID": f"{settings.group_id}-worker-0",
-        "MODSTREAM_SINK_TIMEOUT_SECONDS": f"{3 * GRACE_S:g}",
+        "MODSTREAM_TRANSACTIONAL_ID": f"{run_id}-worker-0",
     }
-    with children(Child.start(settings, tmp_path / "worker.log", **eos)) as (worker,):
-        wait_for(lambda: len(redis_ids(client, run_id)) >= 20, FIRST_VERDICTS_S, "verdicts")
-        broker.stop()
-        time.sleep(3)  # the transaction's sends and its commit block from here on
-        code, took = worker.stop()
-        outcome.extra["exit_s"] = round(took, 1)
-        assert code == 0, worker.tail()
-        assert took <= GRACE_S + 5 + 2 + 5 + 3, f"took {took:.1f}s to exit after SIGTERM"
-    broker.start()
-    outcome.extra["done_at_exit"] = committed_total(settings)
-    back = time.monotonic()
-    with children(Child.start(settings, tmp_path / "worker2.log", **eos)) as (second,):
-        wait_for(lambda: committed_total(settings) >= 200, FIRST_VERDICTS_S, "every offset")
-        outcome.recover_s = time.monotonic() - back
-        outcome.restarts = 1
-        stop_cleanly(second)
+    settings = sigterm_during_a_broker_outage(services, run_id, tmp_path, request, outcome, **eos)
     committed = read_topic(settings, settings.output_topic, 200, isolation_level="read_committed")
     ids = [json.loads(r.value)["post_id"] for r in committed]
     assert sorted(set(ids)) == sorted(f"{run_id}-{i}" for i in range(200))
     assert len(ids) == 200, f"{len(ids) - 200} verdicts twice for a read_committed reader"
-    check_every_post(outcome, settings, client, run_id)
     report(outcome, capsys)
 
 
