@@ -458,9 +458,9 @@ class Worker:
 
     def _commit_transaction(self, within_s: float | None = None) -> None:
         """Commit the open transaction with the offsets after everything it holds; the
-        commit, and the abort if it fails, each within ``within_s`` (None: the running
-        bound, as an offset commit's)."""
-        within_s = self._commit_bound_s if within_s is None else within_s
+        commit, and the abort if it fails, each within ``within_s`` (None: each call within
+        the sink timeout, as while running: an abort there waits for the writer's attempt
+        in hand, since failing it would start the worker again for nothing)."""
         assert self._txn is not None
         # Snapshot the membership before applying queued rebalances: a revocation is
         # queued before the generation changes, so it is either applied here (and aborts)
@@ -484,10 +484,9 @@ class Worker:
         metrics.COMMITS.inc()
 
     def _abort_transaction(self, why: str, within_s: float | None = None) -> None:
-        """Drop the work since the last commit everywhere, abort (within ``within_s``, None:
-        the running bound), read it again."""
+        """Drop the work since the last commit everywhere, abort (within ``within_s``, as
+        :meth:`_commit_transaction`), read it again."""
         assert self._txn is not None
-        within_s = self._commit_bound_s if within_s is None else within_s
         rewind = dict(self._txn_from)
         log.warning("aborting the transaction: %s; %d partitions rewind", why, len(rewind))
         self._generations.bump(set(rewind))  # the stages drop that work

@@ -21,8 +21,8 @@ The writer holds :meth:`writing` while it sends and waits for acknowledgements, 
 main thread takes the same lock to commit or abort, so no send of a dropped batch can land
 in the next transaction. kafka-python's transactional calls wait without a bound when the
 broker is gone; each runs here on a helper thread with a deadline instead, and a whole
-commit or abort (the lock included) may be given a deadline of its own (``within_s``): the
-loop's bound on one step, or at shutdown what is left of the grace time.
+commit or abort (the lock included) may be given a deadline of its own (``within_s``): at
+shutdown, what is left of the grace time.
 """
 
 from __future__ import annotations
