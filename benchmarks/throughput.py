@@ -296,9 +296,7 @@ def main() -> None:
     # The baselines again, right after the backlog phase (see bracketed).
     best_threads = all_threads if best_n == 1 else each
     with threads_each(predictor, best_threads):
-        best_after = best_batched(
-            predictor, texts, best_size, budget // best_n if best_n > 1 else budget, best_n
-        )[0]
+        best_after = best_batched(predictor, texts, best_size, budget // best_n, best_n)[0]
     with threads_each(predictor, all_threads):
         single_after = one_at_a_time(predictor, texts, single_posts)
     results["best_model_only"] = {

@@ -18,7 +18,7 @@ from packaging.requirements import Requirement
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
-GRACE_MARGIN_S = 15  # terminationGracePeriodSeconds - MODSTREAM_SHUTDOWN_GRACE_SECONDS
+GRACE_MARGIN_S = 20  # terminationGracePeriodSeconds - MODSTREAM_SHUTDOWN_GRACE_SECONDS
 
 
 def load(path: Path) -> Any:
