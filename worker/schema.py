@@ -6,7 +6,9 @@ values), so one bad record can neither stop the worker nor vanish.
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -130,6 +132,17 @@ class Verdict(BaseModel):
     replay_id: str | None = Field(
         None, description="The replay that wrote this verdict; None for the live worker."
     )
+
+    @functools.cached_property
+    def serialized(self) -> str:
+        """The verdict as JSON, made once: the Kafka and Redis sinks both write it."""
+        return self.model_dump_json()
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Verdict:
+        """A copy whose JSON is made anew: ``update`` may change what it says."""
+        copy = super().model_copy(update=update, deep=deep)
+        copy.__dict__.pop("serialized", None)
+        return copy
 
 
 def decode(

@@ -1,3 +1,4 @@
+import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -62,3 +63,14 @@ def test_posts_tokenised_elsewhere_are_not_tokenised_again() -> None:
     verdicts = pipe.classify(batch, encoded)
     assert model.prepared == [2]  # only the call above
     assert [v.misinformation.label for v in verdicts] == ["fake", "real"]
+
+
+def test_a_verdict_is_serialised_once_and_a_changed_copy_anew() -> None:
+    pipe = Pipeline(FakeModel(), Policy(), Pseudonymiser(b"k"), clock=lambda: NOW)
+    [v] = pipe.classify(posts("this is fake"))
+    assert v.serialized == v.model_dump_json()
+    assert v.serialized is v.serialized  # made once, shared by both sinks
+    replayed = v.model_copy(update={"replay_id": "r1"})
+    assert json.loads(replayed.serialized)["replay_id"] == "r1"
+    assert json.loads(v.serialized)["replay_id"] is None
+    assert replayed == v.model_copy(update={"replay_id": "r1"})  # the cache is not compared

@@ -60,7 +60,7 @@ class KafkaVerdictSink:
                 self._producer.send(
                     self._topic,
                     key=v.post_id.encode("utf-8"),
-                    value=v.model_dump_json().encode("utf-8"),
+                    value=v.serialized.encode("utf-8"),
                 )
                 for v in items
             ],
