@@ -14,7 +14,14 @@ from typing import Any
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from worker.schema import DeadLetter, DeadLetterReason, Post, SourceRef, decode
+from worker.schema import (
+    DeadLetter,
+    DeadLetterReason,
+    Post,
+    SourceRef,
+    decode,
+    decode_stepwise,
+)
 
 FUZZ = settings(
     max_examples=150,
@@ -94,9 +101,22 @@ def check(
     result.event.model_dump_json().encode("utf-8")
 
 
+def same_outcome(fast: Post | DeadLetter, stepwise: Post | DeadLetter) -> None:
+    """decode's one-step parse accepts exactly what the stepwise checks accept, as the same
+    event (an event time taken from the clock may differ by the time between the calls)."""
+    if isinstance(stepwise, DeadLetter):
+        assert fast == stepwise
+        return
+    assert isinstance(fast, Post), fast
+    assert (fast.event, fast.source) == (stepwise.event, stepwise.source)
+    assert abs((fast.event_time - stepwise.event_time).total_seconds()) < 60
+
+
 def run(key: bytes | None, value: bytes | None, source: SourceRef, headers: Any) -> None:
     result = decode(key, value, source, max_event_bytes=LIMIT, headers=headers)
     check(result, key, value, source, headers)
+    stepwise = decode_stepwise(key, value, source, max_event_bytes=LIMIT, headers=headers)
+    same_outcome(result, stepwise)
 
 
 @FUZZ
@@ -104,6 +124,14 @@ def run(key: bytes | None, value: bytes | None, source: SourceRef, headers: Any)
 @example(b"k", b"[" * 5_000, SourceRef("posts", 0, 0), [])  # nesting deeper than the parser
 @example(None, None, SourceRef("posts", 0, 0), [])  # a tombstone
 @example(None, b"\xff\xfe{}", SourceRef("posts", 0, 0), [])
+@example(None, b'\xef\xbb\xbf{"post_id": "p", "text": "t"}', SourceRef("posts", 0, 0), [])  # BOM
+@example(None, b'{"post_id": "p", "text": "a\nb"}', SourceRef("posts", 0, 0), [])  # raw newline
+@example(None, b'{"post_id": "p", "text": "\\ud800"}', SourceRef("posts", 0, 0), [])
+@example(None, b'{"post_id": "p", "text": "t", "post_id": "q"}', SourceRef("posts", 0, 0), [])
+@example(None, b'{"post_id": "p", "text": "t", "x": NaN}', SourceRef("posts", 0, 0), [])
+@example(None, b'{"post_id": "p", "text": "t", "x": 1}  trailing', SourceRef("posts", 0, 0), [])
+@example(None, b' {"post_id": "p", "text": "t", "x": [1,]} ', SourceRef("posts", 0, 0), [])
+@example(None, b'{"post_id": "p", "text": "t", "created_at": 1e400}', SourceRef("posts", 0, 0), [])
 def test_any_bytes_give_a_post_or_a_dead_letter(
     key: bytes | None, value: bytes | None, source: SourceRef, headers: list[tuple[str, bytes]]
 ) -> None:

@@ -81,3 +81,18 @@ def test_invalid_detail_names_the_field() -> None:
     letter = _decode(b'{"post_id": "p", "text": 12}')
     assert isinstance(letter, DeadLetter)
     assert "text" in letter.detail
+
+
+@pytest.mark.parametrize("field", ["text", "author_id", "lang"])
+def test_a_lone_surrogate_is_an_invalid_field_not_a_post(field: str) -> None:
+    # Valid JSON ("\ud800" is an escape json.loads accepts) that no UTF-8 text can hold.
+    event = {"post_id": "p", "text": "t", field: "ok \\ud800 here"}
+    letter = _decode(json.dumps(event).replace("\\\\", "\\").encode())
+    assert isinstance(letter, DeadLetter)
+    assert letter.reason is DeadLetterReason.INVALID
+    assert letter.detail.startswith(f"{field}: ")  # pydantic says so for fields of bounded length
+
+
+def test_a_surrogate_pair_escape_is_text() -> None:
+    post = _decode(b'{"post_id": "p", "text": "smile \\ud83d\\ude00"}')
+    assert isinstance(post, Post) and post.event.text == "smile \U0001f600"
