@@ -10,7 +10,10 @@
 5. ``modstream replay`` of that same backlog (issue 9: at least 0.9x of 4), timed the same
    way, with the same model;
 6. the worker open loop at half the rate of 4, with p50/p99 event-to-verdict latency;
-7. the peak resident memory of a real ``modstream run`` process working through the same
+7. the pipeline's own ceiling: the worker from a backlog of ten times the posts (at least
+   20,000) with a model that scores nothing (``ScoresNothing``), and the CPU a post takes
+   besides the model's;
+8. the peak resident memory of a real ``modstream run`` process working through the same
    posts from a backlog.
 
 Posts: the tweets of ../shared/data/sentiment/val.jsonl when present, else synthetic ones.
@@ -43,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch
 from replay_phase import replay_backlog  # benchmarks/ is on the path
 from worker_phases import (
+    ScoresNothing,
     WorkerRun,
     bench_settings,
     from_backlog,
@@ -58,6 +62,9 @@ from worker.produce import synthetic_events
 
 ROOT = Path(__file__).resolve().parent.parent
 TWEETS = ROOT.parent / "shared" / "data" / "sentiment" / "val.jsonl"
+# The pipeline's ceiling runs on this many times the posts, at least CEILING_POSTS: at
+# 1,000-1,500 posts/s on 2 cores, 2,000 posts would be over in under 2 s.
+CEILING_TIMES, CEILING_POSTS = 10, 20_000
 # One post at a time is timed on at most this many posts, before the worker's phases and
 # again after its backlog (the slowest row: half of it each time).
 ONE_AT_A_TIME_POSTS = 2000
@@ -326,6 +333,20 @@ def main() -> None:
         f"worker at {backlog.rate / 2:.0f} posts/s (half)    p50 {half.quantile_ms(0.5):.0f} ms, "
         f"p99 {half.quantile_ms(0.99):.0f} ms  {stages(half)}"
     )
+    repeats = max(CEILING_TIMES, -(-CEILING_POSTS // len(texts)))
+    ceiling = from_backlog(
+        ScoresNothing(predictor), texts * repeats, bench_settings(env, args.batch)
+    )
+    results["pipeline_ceiling"] = {
+        **summary(ceiling),
+        "posts": len(texts) * repeats,
+        "cpu_us_per_post": ceiling.cpu_us_per_post,
+    }
+    results["worker_backlog"]["cpu_us_per_post"] = backlog.cpu_us_per_post
+    print(
+        f"worker, a model that scores nothing {ceiling.rate:8.1f} posts/s, "
+        f"{ceiling.cpu_us_per_post:.0f} us of CPU a post  {stages(ceiling)}"
+    )
     results["harness_peak_rss_mib"] = peak_rss_mib()
     rss = worker_process_rss_mib(texts, env, args.batch, args.device)
     results["peak_rss_mib"] = rss["peak"]
@@ -399,6 +420,7 @@ def markdown(r: dict[str, Any]) -> str:
     m = r["machine"]
     base = r["one_at_a_time"]
     half = r["worker_half_capacity"]
+    ceiling = r["pipeline_ceiling"]
     lines = [
         f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} with "
         f"{m['torch_threads']} threads ({m.get('replicas', 1)} model replica(s) in the worker), "
@@ -420,6 +442,10 @@ def markdown(r: dict[str, Any]) -> str:
         f"| worker at half capacity ({half['offered_rate']:.0f} posts/s offered): "
         f"event-to-verdict p50 {half['p50_ms']:.0f} ms, p99 {half['p99_ms']:.0f} ms "
         f"| {half['rate']:.0f} | |",
+        f"| the pipeline's ceiling: the worker from a backlog of {ceiling['posts']:,} posts "
+        f"with a model that scores nothing, {ceiling['cpu_us_per_post']:.0f} us of CPU a post "
+        f"(with the model: {r['worker_backlog']['cpu_us_per_post']:.0f}) "
+        f"| {ceiling['rate']:.0f} | |",
         "",
         f"Peak resident memory of a `modstream run` process: {r['peak_rss_mib']:.0f} MiB "
         f"(at the end: {r['rss_at_end_mib']['anon']:.0f} MiB anonymous, "

@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +26,7 @@ from typing import Any
 from kafka import KafkaConsumer
 from prometheus_client import REGISTRY
 
-from models.base import Classifier
+from models.base import Classifier, Encoded, Scores
 from modstream_dev.stack import child_env, create_topics, run_settings, wait_for
 from worker.app import build_worker
 from worker.config import Settings
@@ -47,10 +47,15 @@ class WorkerRun:
     stage_busy: dict[str, float] = field(default_factory=dict)  # share of wall time
     mean_batch: float = 0.0
     mean_padding: float = 0.0
+    cpu_seconds: float = 0.0  # this process's CPU over the timed window (the worker's threads)
 
     @property
     def rate(self) -> float:
         return self.posts / self.seconds
+
+    @property
+    def cpu_us_per_post(self) -> float:
+        return self.cpu_seconds / self.posts * 1e6
 
     def quantile_ms(self, q: float) -> float | None:
         if len(self.latencies_ms) < 2:
@@ -139,12 +144,62 @@ def from_backlog(model: Classifier, texts: list[str], settings: Settings) -> Wor
         wait(lambda: _done(worker) > 0, "the first commit", 0.005)
         counters = Counters()
         first = _done(worker)
-        started = time.perf_counter()
+        cpu_before, started = _cpu_seconds(), time.perf_counter()
         wait(lambda: _done(worker) >= len(texts), "every offset", 0.01)
         run = WorkerRun(len(texts) - first, time.perf_counter() - started)
+        run.cpu_seconds = _cpu_seconds() - cpu_before
         counters.fill(run)
     assert committed_total(settings) == len(texts)  # the broker agrees
     return run
+
+
+def _cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+class ScoresNothing:
+    """The worker's model with the model taken out: posts are tokenised as ``model`` does
+    (the batcher needs real token counts), and every post gets the scores ``model`` gave
+    one probe text, at once. The worker from a backlog with it runs at the pipeline's own
+    ceiling (consumer, tokeniser, batcher, policy, sinks, commits): what a model infinitely
+    fast would leave, and each post's CPU besides the model's."""
+
+    def __init__(self, model: Classifier) -> None:
+        self._model = model
+        self._scores = model.predict(["a probe post"])[0]
+
+    @property
+    def concurrency(self) -> int:
+        return self._model.concurrency
+
+    @property
+    def version(self) -> str:
+        return self._model.version
+
+    @property
+    def max_length(self) -> int:
+        return self._model.max_length
+
+    @property
+    def labels(self) -> Mapping[str, Sequence[str]]:
+        return self._model.labels
+
+    @property
+    def policy(self) -> Mapping[str, float]:
+        return self._model.policy
+
+    def padded_shape(self, rows: int, width: int) -> tuple[int, int]:
+        return self._model.padded_shape(rows, width)
+
+    def prepare(self, texts: Sequence[str]) -> list[Encoded]:
+        return self._model.prepare(texts)
+
+    def predict_encoded(self, items: Sequence[Encoded]) -> list[Scores]:
+        return [{task: dict(dist) for task, dist in self._scores.items()} for _ in items]
+
+    def predict(self, texts: Sequence[str]) -> list[Scores]:
+        return self.predict_encoded(self.prepare(texts))
 
 
 def open_loop(
