@@ -67,6 +67,16 @@ class Channel(Generic[T]):
             self._board.cond.notify_all()
             return item
 
+    def take_while(self, fits: Callable[[T], bool]) -> list[T]:
+        """Items from the front for as long as ``fits`` (called under the lock) accepts them."""
+        with self._board.cond:
+            items = []
+            while self._items and fits(self._items[0]):
+                items.append(self._items.popleft())
+            if items:
+                self._board.cond.notify_all()
+            return items
+
     def take_all(self) -> list[T]:
         with self._board.cond:
             items = list(self._items)

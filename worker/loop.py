@@ -73,7 +73,7 @@ class LoopConfig:
     retry_backoff_s: tuple[float, float] = (0.1, 5.0)
     chunk_size: int = 64  # posts per message to the tokeniser
     model_queue: int = 1  # batches formed ahead of the running one
-    writer_queue: int = 2  # scored batches waiting for the writer
+    writer_queue: int = 4  # scored batches waiting for the writer
     model_failure_limit: int = 5  # posts failing alone in a row before the model is broken
     stop_join_s: float = 2.0  # after the grace time, how long to wait for stuck stages
     # How often offsets commit: at-least-once, at most this often (and whenever nothing is

@@ -288,6 +288,11 @@ class ModelStage:
         return model_error_letter(item, exc)
 
 
+# The most results the writer merges from waiting jobs into one write (see
+# WriterStage._take_merged): a few batches, far under a produce request's size limit.
+MERGE_RESULTS = 256
+
+
 class WriterStage:
     """Writes each job to every sink and reports its records once all acknowledged.
 
@@ -337,7 +342,7 @@ class WriterStage:
 
     def work(self) -> bool:
         if self.job is None:
-            self.job = self._inbox.take()
+            self.job = self._take_merged()
         job = self.job
         if job is None or self._clock() < job.retry_at:
             return False
@@ -359,6 +364,28 @@ class WriterStage:
             log.warning("retrying the write of %d results in %.1fs", len(job.entries), delay)
             job.retry_at = self._clock() + delay
         return True
+
+    def _take_merged(self) -> WriteJob | None:
+        """The jobs waiting, as one, up to :data:`MERGE_RESULTS` results: when the writer
+        falls behind, one Redis call, one flush of the producer and one set of produce
+        requests carry several batches, so each post costs the writer less just when it is
+        the bottleneck; a writer that keeps up takes one job at a time, as it comes."""
+        taken = 0
+
+        def fits(job: WriteJob) -> bool:
+            nonlocal taken
+            if taken and taken + len(job.entries) > MERGE_RESULTS:
+                return False
+            taken += len(job.entries)
+            return True
+
+        jobs = self._inbox.take_while(fits)
+        if len(jobs) <= 1:
+            return jobs[0] if jobs else None
+        return WriteJob(
+            [entry for job in jobs for entry in job.entries],
+            from_model=any(job.from_model for job in jobs),
+        )
 
     def _attempt(self, job: WriteJob) -> bool:
         job.attempts += 1

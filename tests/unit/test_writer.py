@@ -1,0 +1,111 @@
+"""The writer stage on its own: jobs waiting for it are written together, up to a bound."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from tests.fakes import FakeModel, ListSink, ManualClock, SendingListSink
+from worker.flow import Board, Channel, Completed, Generations, Ref, WriteJob
+from worker.pipeline import Pipeline
+from worker.policy import Policy
+from worker.privacy import Pseudonymiser
+from worker.schema import DeadLetter, DeadLetterReason, Post, PostEvent, SourceRef, Verdict
+from worker.stages import MERGE_RESULTS, WriterStage
+
+NOW = datetime(2026, 11, 30, tzinfo=UTC)
+
+
+class Writer:
+    def __init__(self, redis_failures: int = 0) -> None:
+        self.clock = ManualClock()
+        board = Board()
+        self.inbox: Channel[WriteJob] = Channel(board, capacity=4)
+        self.outbox: Channel[Completed] = Channel(board)
+        self.redis = ListSink("redis", failures=redis_failures)
+        self.kafka = SendingListSink("kafka")
+        self.dlq = SendingListSink("dead_letter")
+        self.stage = WriterStage(
+            [self.redis, self.kafka],
+            self.dlq,
+            self.inbox,
+            self.outbox,
+            Generations(),
+            self.clock,
+            backoff_s=(0.1, 1.0),
+        )
+        self.pipeline = Pipeline(FakeModel(), Policy(), Pseudonymiser(b"k"))
+        self.offset = 0
+
+    def _refs(self, n: int) -> list[Ref]:
+        refs = [Ref(SourceRef("posts", 0, self.offset + i), 0, 0.0) for i in range(n)]
+        self.offset += n
+        return refs
+
+    def queue_verdicts(self, n: int) -> None:
+        refs = self._refs(n)
+        posts = [
+            Post(PostEvent(post_id=f"p{r.source.offset}", text="hello"), r.source, NOW)
+            for r in refs
+        ]
+        verdicts = self.pipeline.classify(posts)
+        self.inbox.put(WriteJob(list(zip(refs, verdicts, strict=True))))
+
+    def queue_letter(self) -> None:
+        [ref] = self._refs(1)
+        letter = DeadLetter(DeadLetterReason.NOT_JSON, "bad", ref.source, None, b"{", [])
+        self.inbox.put(WriteJob([(ref, letter)], from_model=False))
+
+    def completed(self) -> list[list[int]]:
+        return [[r.source.offset for r in c.refs] for c in self.outbox.take_all()]
+
+
+def post_ids(items: list[object]) -> list[str]:
+    return [v.post_id for v in items if isinstance(v, Verdict)]
+
+
+def test_jobs_waiting_are_written_in_one_call_to_each_sink() -> None:
+    w = Writer()
+    w.queue_verdicts(3)
+    w.queue_letter()
+    w.queue_verdicts(2)
+    assert w.stage.work()
+    assert (w.redis.attempts, w.kafka.waited, w.dlq.waited) == (1, 1, 1)
+    assert post_ids(w.redis.items) == ["p0", "p1", "p2", "p4", "p5"]
+    assert post_ids(w.kafka.items) == ["p0", "p1", "p2", "p4", "p5"]
+    assert [d.source.offset for d in w.dlq.items] == [3]  # type: ignore[attr-defined]
+    assert w.completed() == [[0, 1, 2, 3, 4, 5]]  # every record settled, in order
+    assert len(w.inbox) == 0 and not w.stage.work()
+
+
+def test_a_merge_stops_before_the_job_that_would_pass_the_bound() -> None:
+    w = Writer()
+    w.queue_verdicts(MERGE_RESULTS - 10)
+    w.queue_verdicts(20)  # would make MERGE_RESULTS + 10: waits for the next write
+    w.queue_verdicts(5)  # behind it, so it waits too: jobs keep their order
+    w.stage.work()
+    assert w.redis.attempts == 1 and len(w.redis.items) == MERGE_RESULTS - 10
+    w.stage.work()
+    assert w.redis.attempts == 2 and len(w.redis.items) == MERGE_RESULTS + 15
+    offsets = [o for c in w.completed() for o in c]
+    assert offsets == list(range(MERGE_RESULTS + 15))
+
+
+def test_a_job_larger_than_the_bound_is_written_whole() -> None:
+    w = Writer()
+    w.queue_verdicts(MERGE_RESULTS + 1)
+    w.queue_verdicts(1)
+    w.stage.work()
+    assert len(w.redis.items) == MERGE_RESULTS + 1 and len(w.inbox) == 1
+
+
+def test_a_merged_write_that_fails_is_retried_whole_and_settles_once() -> None:
+    w = Writer(redis_failures=1)
+    w.queue_verdicts(2)
+    w.queue_verdicts(2)
+    w.stage.work()  # Redis refuses; Kafka holds both jobs' verdicts
+    assert w.completed() == [] and post_ids(w.kafka.items) == ["p0", "p1", "p2", "p3"]
+    w.clock.advance(0.1)
+    w.stage.work()  # only Redis is written again
+    assert post_ids(w.redis.items) == ["p0", "p1", "p2", "p3"]
+    assert post_ids(w.kafka.items) == ["p0", "p1", "p2", "p3"]
+    assert w.completed() == [[0, 1, 2, 3]]
