@@ -148,11 +148,13 @@ def test_a_revoked_partitions_in_flight_batch_is_neither_written_nor_committed(
 ) -> None:
     hung = HangingSink("redis")
     rig = Threaded(redis=hung, max_size=4, replicas=replicas)
-    rig.consumer.queue = [record(i, post(i)) for i in range(4)] + [
-        record(i, post(10 + i), partition=1) for i in range(4)
-    ]
+    rig.consumer.queue = [record(i, post(i)) for i in range(4)]
     with rig.running():
         wait_until(hung.entered.is_set, "the first batch (partition 0) to reach the sink")
+        # Partition 1's batch is scored and waits for the writer, which is busy with the
+        # first (were it waiting already, the writer would have taken it along).
+        rig.consumer.queue += [record(i, post(10 + i), partition=1) for i in range(4)]
+        wait_until(lambda: len(rig.worker._to_writer) == 1, "partition 1's batch to be scored")
         assert rig.consumer.on_revoked is not None
         rig.consumer.on_revoked({P1})
         wait_until(lambda: rig.worker._generations.current(P1) == 1, "the revoke to apply")
