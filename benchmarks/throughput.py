@@ -444,7 +444,7 @@ def markdown(r: dict[str, Any]) -> str:
         f"| {half['rate']:.0f} | |",
         f"| the pipeline's ceiling: the worker from a backlog of {ceiling['posts']:,} posts "
         f"with a model that scores nothing, {ceiling['cpu_us_per_post']:.0f} us of CPU a post "
-        f"(with the model: {r['worker_backlog']['cpu_us_per_post']:.0f}) "
+        f"(with the model: {r['worker_backlog']['cpu_us_per_post']:,.0f} us) "
         f"| {ceiling['rate']:.0f} | |",
         "",
         f"Peak resident memory of a `modstream run` process: {r['peak_rss_mib']:.0f} MiB "
