@@ -410,12 +410,23 @@ class Predictor:
         return self._max_windows
 
     def prepare(self, texts: Sequence[str]) -> list[Encoded]:
-        """Normalise and tokenise (no padding, no truncation); long texts become windows."""
+        """Normalise and tokenise (no padding, no truncation); long texts become windows.
+
+        Tokenised without character offsets (``encode_batch_fast``: 82 against 103 us of
+        CPU a tweet); a text longer than one window is tokenised again with them, which
+        :func:`split_windows` needs to find where its sentences end."""
         if not texts:
             return []
-        encodings = self._encoder.encode_batch(
-            [normalise(t) for t in texts], add_special_tokens=False
-        )
+        normalised = [normalise(t) for t in texts]
+        encodings = self._encoder.encode_batch_fast(normalised, add_special_tokens=False)
+        body = self._max_length - len(self._prefix) - len(self._suffix)
+        long = [i for i, e in enumerate(encodings) if len(e.ids) > body]
+        if long:
+            again = self._encoder.encode_batch(
+                [normalised[i] for i in long], add_special_tokens=False
+            )
+            for i, e in zip(long, again, strict=True):
+                encodings[i] = e
         return [
             Encoded(
                 split_windows(
