@@ -386,6 +386,8 @@ class Predictor:
         self._temperatures = dict(temperatures)
         self._policy = dict(policy)
         self._max_length = max_length
+        # Content tokens one window holds, between the special tokens.
+        self._window_body = max_length - len(self._prefix) - len(self._suffix)
         self._max_windows = max_windows
         self._version = version
 
@@ -419,8 +421,7 @@ class Predictor:
             return []
         normalised = [normalise(t) for t in texts]
         encodings = self._encoder.encode_batch_fast(normalised, add_special_tokens=False)
-        body = self._max_length - len(self._prefix) - len(self._suffix)
-        long = [i for i, e in enumerate(encodings) if len(e.ids) > body]
+        long = [i for i, e in enumerate(encodings) if len(e.ids) > self._window_body]
         if long:
             again = self._encoder.encode_batch(
                 [normalised[i] for i in long], add_special_tokens=False

@@ -150,11 +150,10 @@ Result = Verdict | DeadLetter
 
 @dataclass(slots=True)
 class WriteJob:
-    """Results for the writer: each with the record it settles. ``from_model`` jobs count
-    against the model-to-writer bound; dead letters from decoding do not."""
+    """Results for the writer: each with the record it settles (verdicts from the model
+    stage, dead letters from decoding or tokenising)."""
 
     entries: list[tuple[Ref, Result]]
-    from_model: bool = True
     acked: set[str] = field(default_factory=set)  # sinks that already hold this job
     attempts: int = 0
     retry_at: float = 0.0

@@ -311,7 +311,7 @@ class Worker:
             else:
                 items.append(Item(decoded, record, ref))
         if letters:
-            self._to_writer.put(WriteJob(letters, from_model=False))
+            self._to_writer.put(WriteJob(letters))
         size = self._cfg.chunk_size
         for start in range(0, len(items), size):
             self._to_tokenize.put(items[start : start + size])

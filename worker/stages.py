@@ -128,7 +128,7 @@ class TokenizeStage:
         metrics.STAGE_SECONDS.labels("tokenize").observe(time.perf_counter() - started)
         self.batcher.extend(prepared)
         if letters:
-            self._letters.put(WriteJob(list(letters), from_model=False))
+            self._letters.put(WriteJob(list(letters)))
 
     def _prepare(self, items: list[Item]) -> tuple[list[Prepared], list[tuple[Ref, DeadLetter]]]:
         """Tokenise; a chunk that fails is retried post by post, and a post that fails on
@@ -382,10 +382,7 @@ class WriterStage:
         jobs = self._inbox.take_while(fits)
         if len(jobs) <= 1:
             return jobs[0] if jobs else None
-        return WriteJob(
-            [entry for job in jobs for entry in job.entries],
-            from_model=any(job.from_model for job in jobs),
-        )
+        return WriteJob([entry for job in jobs for entry in job.entries])
 
     def _attempt(self, job: WriteJob) -> bool:
         job.attempts += 1

@@ -53,7 +53,7 @@ class Writer:
     def queue_letter(self) -> None:
         [ref] = self._refs(1)
         letter = DeadLetter(DeadLetterReason.NOT_JSON, "bad", ref.source, None, b"{", [])
-        self.inbox.put(WriteJob([(ref, letter)], from_model=False))
+        self.inbox.put(WriteJob([(ref, letter)]))
 
     def completed(self) -> list[list[int]]:
         return [[r.source.offset for r in c.refs] for c in self.outbox.take_all()]
