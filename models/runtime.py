@@ -17,6 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+import numpy as np
 import torch
 from tokenizers import Tokenizer
 from torch import nn
@@ -44,8 +45,43 @@ Precision = Literal["auto", "fp32"]
 # Model-length windows' worth of tokens scored per post at most (see models.windows).
 DEFAULT_MAX_WINDOWS = 64
 
-# Raw logits per task from (input_ids, attention_mask) on the predictor's device.
+# Named outputs (raw logits per task, or PROBABILITIES from a :class:`Calibrated`
+# network) from (input_ids, attention_mask) on the predictor's device.
 Runner = Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
+
+# The one output of a Calibrated network.
+PROBABILITIES = "probabilities"
+
+
+class Calibrated(nn.Module):
+    """The network as served: each task's logits divided by its temperature and softmaxed,
+    the tasks side by side in one (rows, labels of every task) tensor, in ``tasks`` order.
+
+    Inside the network, so that a batch costs the host one call into the runner and one
+    read of its result. Each torch call made from Python releases the interpreter lock;
+    beside the worker's other threads (the consumer, the writer, kafka-python's network
+    thread) a call that released it may wait a switch interval (5 ms) to get it back. The
+    softmax and the mask made on the host took about 14 such calls a batch: on a network
+    as fast as a GPU makes MiniLM, most of a batch's time in the worker (see
+    ``benchmarks/HISTORY.md``, The interpreter lock between the stages)."""
+
+    def __init__(
+        self, network: nn.Module, tasks: Sequence[str], temperatures: Mapping[str, float]
+    ) -> None:
+        super().__init__()
+        self.network = network
+        self.tasks = list(tasks)
+        self.temperatures = [float(temperatures.get(t, 1.0)) for t in self.tasks]
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        logits = self.network(input_ids=input_ids, attention_mask=attention_mask)
+        probabilities = [
+            torch.softmax(logits[task].float() / temperature, dim=-1)
+            for task, temperature in zip(self.tasks, self.temperatures, strict=True)
+        ]
+        return {PROBABILITIES: torch.cat(probabilities, dim=-1)}
 
 
 def choose_device(preference: str = "auto", cpu_only: bool = False) -> torch.device:
@@ -375,15 +411,20 @@ class Predictor:
         # every distinct shape: 11 row counts and 8 widths bound it (peak RSS 1,308-1,335 MiB
         # over 300 batches of random sizes, against 1,507-2,122) at no cost in speed.
         self._multiple = shape_multiple or ((8, 16) if cpu_torch and self.amp_dtype else (1, 1))
-        self._run = make_runner(model, backend, device, self.amp_dtype, threads)
+        self._labels = {t: list(names) for t, names in labels.items()}
+        network = Calibrated(model, list(self._labels), temperatures)
+        self._run = make_runner(network, backend, device, self.amp_dtype, threads)
+        # Each task's labels and its columns in the runner's PROBABILITIES.
+        self._columns: list[tuple[str, list[str], int, int]] = []
+        for task, names in self._labels.items():
+            start = self._columns[-1][3] if self._columns else 0
+            self._columns.append((task, names, start, start + len(names)))
         self._pad_id = pad_id
         self._encoder = Tokenizer.from_str(tokenizer.to_str())  # a private copy
         self._encoder.no_truncation()  # the windows cut long posts (models.windows)
         self._encoder.no_padding()  # batches are padded by _batch
         self._prefix, self._suffix = special_tokens(self._encoder)
         self._enders = sentence_end_ids(self._encoder)
-        self._labels = {t: list(names) for t, names in labels.items()}
-        self._temperatures = dict(temperatures)
         self._policy = dict(policy)
         self._max_length = max_length
         # Content tokens one window holds, between the special tokens.
@@ -456,33 +497,32 @@ class Predictor:
 
     def _batch(self, rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Rows padded to the longest, and their attention mask, on the device; rows and
-        width rounded up to ``shape_multiple`` (filler rows of one padding token). On CUDA
-        the ids go through pinned host memory and copy without blocking the host; the mask
-        is built on the device from the row lengths."""
+        width rounded up to ``shape_multiple`` (filler rows of one padding token). Built in
+        numpy, which keeps the interpreter lock (see :class:`Calibrated`). On CUDA they go
+        through pinned host memory and copy without blocking the host."""
         all_rows, width = self.padded_shape(len(rows), max(len(r) for r in rows))
-        rows = [*rows, *([[self._pad_id]] * (all_rows - len(rows)))]
-        ids = torch.tensor([[*r, *([self._pad_id] * (width - len(r)))] for r in rows])
-        lengths = torch.tensor([len(r) for r in rows])
+        ids = np.full((all_rows, width), self._pad_id, dtype=np.int64)
+        mask = np.zeros((all_rows, width), dtype=np.int64)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = row
+            mask[i, : len(row)] = 1
+        mask[len(rows) :, 0] = 1  # a filler row is one padding token
+        pair = torch.from_numpy(ids), torch.from_numpy(mask)
         if self.device.type == "cuda":
-            ids = ids.pin_memory().to(self.device, non_blocking=True)
-            lengths = lengths.pin_memory().to(self.device, non_blocking=True)
-        positions = torch.arange(width, device=self.device)
-        mask = (positions.unsqueeze(0) < lengths.unsqueeze(1)).long()
-        return ids, mask
+            return tuple(  # type: ignore[return-value]
+                t.pin_memory().to(self.device, non_blocking=True) for t in pair
+            )
+        return pair
 
     def _probabilities(self, rows: Sequence[Sequence[int]]) -> list[Scores]:
-        """Calibrated probabilities per row (softmax of logits / temperature)."""
-        raw = self._run(*self._batch(rows))
+        """Calibrated probabilities per row (softmax of logits / temperature, computed in
+        the network: :class:`Calibrated`)."""
+        out = self._run(*self._batch(rows))[PROBABILITIES]
         # Reading the results back is the only point where the host waits for the device.
-        probs = {
-            t: torch.softmax(v[: len(rows)].float() / self._temperatures.get(t, 1.0), dim=-1)
-            .cpu()
-            .tolist()
-            for t, v in raw.items()
-        }
+        values: list[list[float]] = out[: len(rows)].cpu().tolist()
         return [
-            {t: dict(zip(self._labels[t], probs[t][i], strict=True)) for t in probs}
-            for i in range(len(rows))
+            {task: dict(zip(names, row[a:b], strict=True)) for task, names, a, b in self._columns}
+            for row in values
         ]
 
     def predict_encoded(self, items: Sequence[Encoded]) -> list[Scores]:

@@ -12,10 +12,13 @@ import pytest
 import torch
 
 from models import DEFAULT_ARTIFACT_DIR, runtime
+from models.artifact import read_config
 from models.base import Encoded
 from models.encoder import load_tokenizer
 from models.preprocess import normalise
 from models.runtime import (
+    PROBABILITIES,
+    Calibrated,
     Predictor,
     TracedRunner,
     load_model,
@@ -202,20 +205,19 @@ def test_bf16_on_the_cpu_rounds_its_shapes_and_casts_its_linear_weights_once(
     (model,) = loaded
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     assert linears and {m.weight.dtype for m in linears} == {torch.bfloat16}
-    reference = load_model(DEFAULT_ARTIFACT_DIR)[0].eval()
+    reference = served_network()
     ids, mask = auto._batch([w for e in auto.prepare(INPUTS) for w in e.windows])
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         expected = reference(input_ids=ids, attention_mask=mask)
     got = auto._run(ids, mask)
-    for task, logits in expected.items():
-        assert torch.equal(got[task].float(), logits.float()), task
+    assert torch.equal(got[PROBABILITIES], expected[PROBABILITIES])
 
 
 def test_the_cpu_runner_is_traced_and_computes_what_the_network_computes(
     predictor: Predictor,
 ) -> None:
     assert isinstance(predictor._run, TracedRunner)
-    network = load_model(DEFAULT_ARTIFACT_DIR)[0].eval()
+    network = served_network()
     generator = torch.Generator().manual_seed(0)
     for rows, width in ((1, 1), (2, 7), (9, 128)):  # none the shape it was traced on
         ids = torch.randint(100, 30_000, (rows, width), generator=generator)
@@ -224,9 +226,33 @@ def test_the_cpu_runner_is_traced_and_computes_what_the_network_computes(
         with torch.inference_mode():
             expected = network(input_ids=ids * mask, attention_mask=mask)
         got = predictor._run(ids * mask, mask)
-        assert got.keys() == expected.keys()
-        for task, logits in expected.items():
-            assert torch.allclose(got[task], logits, atol=1e-5), (task, rows, width)
+        assert got.keys() == expected.keys() == {PROBABILITIES}
+        assert torch.allclose(got[PROBABILITIES], expected[PROBABILITIES], atol=1e-5), (rows, width)
+
+
+def served_network() -> Calibrated:
+    """The shipped network as the Predictor serves it, untraced, in fp32."""
+    config = read_config(DEFAULT_ARTIFACT_DIR)
+    return Calibrated(
+        load_model(DEFAULT_ARTIFACT_DIR)[0], list(config.labels), config.temperatures
+    ).eval()
+
+
+def test_served_probabilities_are_each_task_softmax_of_logits_over_its_temperature() -> None:
+    network, config = load_model(DEFAULT_ARTIFACT_DIR)[0].eval(), read_config(DEFAULT_ARTIFACT_DIR)
+    assert set(config.temperatures.values()) != {1.0}  # else dividing by them would not show
+    tasks = list(config.labels)
+    served = Calibrated(network, tasks, config.temperatures)
+    ids = torch.tensor([[101, 2023, 2003, 2307, 102], [101, 2919, 102, 0, 0]])
+    mask = (ids != 0).long()
+    with torch.inference_mode():
+        logits = network(input_ids=ids, attention_mask=mask)
+        got = served(input_ids=ids, attention_mask=mask)[PROBABILITIES]
+    expected = torch.cat(
+        [torch.softmax(logits[t] / config.temperatures[t], dim=-1) for t in tasks], dim=-1
+    )
+    assert got.shape == (2, sum(len(config.labels[t]) for t in tasks))
+    assert torch.allclose(got, expected, atol=1e-6)
 
 
 class BranchesOnWidth(torch.nn.Module):
