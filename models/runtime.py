@@ -270,9 +270,7 @@ def make_runner(
             out: dict[str, torch.Tensor] = net(input_ids=input_ids, attention_mask=attention_mask)
         return out
 
-    if device.type != "cpu":
-        return run  # no GPU to check a trace on: CUDA runs the network as it is
-    return traced_runner(net, run, inference)
+    return traced_runner(net, run, inference, device)
 
 
 class TracedRunner:
@@ -300,40 +298,48 @@ class TracedRunner:
 _TRACE_SHAPES = ((3, 24, (24, 17, 5)), (5, 40, (40, 33, 12, 7, 1)))
 
 
-def _example(rows: int, width: int, lengths: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+def _example(
+    rows: int, width: int, lengths: Sequence[int], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     ids = torch.randint(100, 1000, (rows, width), generator=torch.Generator().manual_seed(rows))
     mask = (torch.arange(width).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)).long()
-    return ids * mask, mask
+    return (ids * mask).to(device), mask.to(device)
 
 
 def traced_runner(
     net: nn.Module,
     eager: Runner,
     inference: Callable[[], contextlib.AbstractContextManager[None]],
+    device: torch.device,
 ) -> Runner:
     """``eager``'s network traced with TorchScript, run by its simple executor: one call
     into C++ per batch instead of a Python call per layer and op. Each call then holds the
     GIL only to enter and leave, so model replicas and the worker's other threads stop
     queueing for it between ops: in paired runs on 2 cores (batches of 64, bf16), 6% more
-    posts/s with one replica and 9% with two (eight rounds each, every one faster).
-    The trace is checked against ``eager`` on a batch of another shape; when tracing
-    fails or the two differ (a network whose Python code branches on shapes), ``eager``
-    serves and a warning says so. ``torch.jit`` is deprecated upstream but kept in the
-    pinned torch; without it, ``eager`` serves too. ``inference``: the contexts a call
-    runs in (inference mode, autocast, oneDNN on or off), for the trace as for every call."""
+    posts/s with one replica and 9% with two (eight rounds each, every one faster). On a
+    GPU, where each op is a kernel launch of microseconds, every op that hands the lock to
+    another thread may wait a switch interval (5 ms) to get it back: a tiny 6-layer network
+    on the CPU, as fast as a GPU makes MiniLM, ran 40-48 posts/s eager and 1,158 traced beside
+    a spinning Python thread (``benchmarks/HISTORY.md``, The interpreter lock between the
+    stages).
+    The trace is checked against ``eager`` on ``device``, on a batch of another shape;
+    when tracing or the check fails, or the two differ (a network whose Python code
+    branches on shapes), ``eager`` serves and a warning says so. ``torch.jit`` is
+    deprecated upstream but kept in the pinned torch; without it, ``eager`` serves too.
+    ``inference``: the contexts a call runs in (inference mode, autocast, oneDNN on or
+    off), for the trace as for every call."""
     try:
         with inference(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.jit's deprecation; tracer warnings
             traced = torch.jit.trace(  # type: ignore[no-untyped-call]
-                net, _example(*_TRACE_SHAPES[0]), strict=False, check_trace=False
+                net, _example(*_TRACE_SHAPES[0], device), strict=False, check_trace=False
             )
+        run = TracedRunner(traced, inference)
+        probe = _example(*_TRACE_SHAPES[1], device)
+        want, got = eager(*probe), run(*probe)
     except Exception as exc:  # noqa: BLE001 - any failure: serve the network as it is
         log.warning("serving the network untraced: tracing it failed (%r)", exc)
         return eager
-
-    run = TracedRunner(traced, inference)
-    probe = _example(*_TRACE_SHAPES[1])
-    want, got = eager(*probe), run(*probe)
     same = want.keys() == got.keys() and all(
         torch.allclose(want[k].float(), got[k].float(), atol=1e-3, rtol=1e-3) for k in want
     )

@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from models import DEFAULT_ARTIFACT_DIR
-from models.runtime import Predictor, autocast_dtype, choose_device, load_predictor
+from models.runtime import (
+    Predictor,
+    TracedRunner,
+    autocast_dtype,
+    choose_device,
+    load_predictor,
+)
 from tests.models.golden import INPUTS
 
 pytestmark = [
@@ -50,3 +56,9 @@ def test_the_gpu_agrees_with_the_cpu(on_gpu: Predictor) -> None:
         for task in cpu:
             for label, p in cpu[task].items():
                 assert gpu[task][label] == pytest.approx(p, abs=5e-2)  # bf16/fp16 vs fp32
+
+
+def test_the_gpu_runs_the_network_traced(on_gpu: Predictor) -> None:
+    """One call into C++ a batch, checked at load against the network as it is on the GPU
+    (the scores themselves: the tests above)."""
+    assert isinstance(on_gpu._run, TracedRunner)
