@@ -513,12 +513,11 @@ class Predictor:
             ids[i, : len(row)] = row
             mask[i, : len(row)] = 1
         mask[len(rows) :, 0] = 1  # a filler row is one padding token
-        pair = torch.from_numpy(ids), torch.from_numpy(mask)
+        ids_t, mask_t = torch.from_numpy(ids), torch.from_numpy(mask)
         if self.device.type == "cuda":
-            return tuple(  # type: ignore[return-value]
-                t.pin_memory().to(self.device, non_blocking=True) for t in pair
-            )
-        return pair
+            ids_t = ids_t.pin_memory().to(self.device, non_blocking=True)
+            mask_t = mask_t.pin_memory().to(self.device, non_blocking=True)
+        return ids_t, mask_t
 
     def _probabilities(self, rows: Sequence[Sequence[int]]) -> list[Scores]:
         """Calibrated probabilities per row (softmax of logits / temperature, computed in
