@@ -13,7 +13,10 @@
 7. the pipeline's own ceiling: the worker from a backlog of ten times the posts (at least
    20,000) with a model that scores nothing (``ScoresNothing``), and the CPU a post takes
    besides the model's;
-8. the peak resident memory of a real ``modstream run`` process working through the same
+8. a fast network (``fast_network``: MiniLM's depth at hidden size 32, random weights, about
+   what a GPU makes of MiniLM), model-only on the worker's replicas and the worker with it
+   from the same backlog as 7: on a CPU, what the rest of the worker costs a fast model;
+9. the peak resident memory of a real ``modstream run`` process working through the same
    posts from a backlog.
 
 Posts: the tweets of ../shared/data/sentiment/val.jsonl when present, else synthetic ones.
@@ -49,6 +52,7 @@ from worker_phases import (
     ScoresNothing,
     WorkerRun,
     bench_settings,
+    fast_network,
     from_backlog,
     open_loop,
     worker_process_rss_mib,
@@ -347,6 +351,20 @@ def main() -> None:
         f"worker, a model that scores nothing {ceiling.rate:8.1f} posts/s, "
         f"{ceiling.cpu_us_per_post:.0f} us of CPU a post  {stages(ceiling)}"
     )
+    fast = fast_network(DEFAULT_ARTIFACT_DIR, predictor)
+    fast_alone = best_batched(fast, texts, args.batch, budget // replicas, replicas)[0]
+    fast_run = from_backlog(fast, texts * repeats, bench_settings(env, args.batch))
+    results["fast_network"] = {
+        **summary(fast_run),
+        "posts": len(texts) * repeats,
+        "model_only": fast_alone,
+        "vs_model_only": fast_run.rate / fast_alone,
+        "cpu_us_per_post": fast_run.cpu_us_per_post,
+    }
+    print(
+        f"a fast network: model-only {fast_alone:.1f} posts/s, the worker with it "
+        f"{fast_run.rate:.1f} ({fast_run.rate / fast_alone:.2f}x)  {stages(fast_run)}"
+    )
     results["harness_peak_rss_mib"] = peak_rss_mib()
     rss = worker_process_rss_mib(texts, env, args.batch, args.device)
     results["peak_rss_mib"] = rss["peak"]
@@ -446,6 +464,7 @@ def markdown(r: dict[str, Any]) -> str:
         f"with a model that scores nothing, {ceiling['cpu_us_per_post']:.0f} us of CPU a post "
         f"(with the model: {r['worker_backlog']['cpu_us_per_post']:,.0f} us) "
         f"| {ceiling['rate']:.0f} | |",
+        *fast_rows(r),
         "",
         f"Peak resident memory of a `modstream run` process: {r['peak_rss_mib']:.0f} MiB "
         f"(at the end: {r['rss_at_end_mib']['anon']:.0f} MiB anonymous, "
@@ -463,6 +482,21 @@ def markdown(r: dict[str, Any]) -> str:
             f"| {'yes' if t['met'] else 'NO'} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def fast_rows(r: dict[str, Any]) -> list[str]:
+    """Rows for a fast network (:func:`worker_phases.fast_network`), where a run has them."""
+    fast = r.get("fast_network")
+    if not fast:
+        return []
+    return [
+        f"| a fast network (MiniLM's 6 layers at hidden size 32, random weights), model-only: "
+        f"batches of {r['batch_max_size']}, {r['machine'].get('replicas', 1)} at a time "
+        f"| {fast['model_only']:.0f} | |",
+        f"| the worker with it, from a backlog of {fast['posts']:,} posts: "
+        f"{fast['vs_model_only']:.2f}x its model-only path, "
+        f"{fast['cpu_us_per_post']:.0f} us of CPU a post | {fast['rate']:.0f} | |",
+    ]
 
 
 def write(results: dict[str, Any], out: Path) -> None:
