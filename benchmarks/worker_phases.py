@@ -164,10 +164,11 @@ def _cpu_seconds() -> float:
 def fast_network(directory: Path, like: Predictor) -> Predictor:
     """The artifact at ``directory`` (its tokenizer, labels, temperatures and policy) around
     a BERT of MiniLM's depth but hidden size 32, with random weights: its scores mean
-    nothing, and a batch of 32 tweets takes about 10 ms on one CPU core, about what a GPU
-    makes of MiniLM. The worker with it shows on a CPU what the rest of the worker costs a
-    fast model, the regime where a GPU run reached 0.54x its model-only path. Laid out as
-    ``like``: its device, calls at once and threads."""
+    nothing, and a batch of 32 tweets takes 10-16 ms on one CPU core of this project's
+    machines, about what this project's one GPU run made of MiniLM (37 ms a batch of 64).
+    The worker with it shows on a CPU what the rest of the worker costs a fast model, the
+    regime where the GPU run reached 0.54x its model-only path. Laid out as ``like``: its
+    device, calls at once and threads."""
     from models.artifact import artifact_version, read_config
     from models.bert import BertEncoder, BertShape
     from models.classifier import MultiTaskClassifier, MultiTaskHeads
