@@ -28,7 +28,11 @@ import torch
 from kafka import KafkaConsumer
 from prometheus_client import REGISTRY
 
+from models.artifact import artifact_version, read_config
 from models.base import Classifier, Encoded, Scores
+from models.bert import BertEncoder, BertShape
+from models.classifier import MultiTaskClassifier, MultiTaskHeads
+from models.encoder import encoder_dir, serving_tokenizer
 from models.runtime import Predictor
 from modstream_dev.stack import child_env, create_topics, run_settings, wait_for
 from worker.app import build_worker
@@ -169,11 +173,6 @@ def fast_network(directory: Path, like: Predictor) -> Predictor:
     The worker with it shows on a CPU what the rest of the worker costs a fast model, the
     regime where the GPU run reached 0.54x its model-only path. Laid out as ``like``: its
     device, calls at once and threads."""
-    from models.artifact import artifact_version, read_config
-    from models.bert import BertEncoder, BertShape
-    from models.classifier import MultiTaskClassifier, MultiTaskHeads
-    from models.encoder import encoder_dir, serving_tokenizer
-
     config = read_config(directory)
     shape = replace(
         BertShape.read(encoder_dir() / "config.json"),

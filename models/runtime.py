@@ -422,9 +422,10 @@ class Predictor:
         self._run = make_runner(network, backend, device, self.amp_dtype, threads)
         # Each task's labels and its columns in the runner's PROBABILITIES.
         self._columns: list[tuple[str, list[str], int, int]] = []
+        start = 0
         for task, names in self._labels.items():
-            start = self._columns[-1][3] if self._columns else 0
             self._columns.append((task, names, start, start + len(names)))
+            start += len(names)
         self._pad_id = pad_id
         self._encoder = Tokenizer.from_str(tokenizer.to_str())  # a private copy
         self._encoder.no_truncation()  # the windows cut long posts (models.windows)
