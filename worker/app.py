@@ -29,7 +29,7 @@ from worker.privacy import Pseudonymiser
 from worker.probes import Probes
 from worker.schema import DeadLetter, Verdict
 from worker.sinks import Sink
-from worker.sinks.kafka import DeadLetterSink, KafkaVerdictSink
+from worker.sinks.kafka import WRITER_PRODUCER, DeadLetterSink, KafkaVerdictSink
 from worker.sinks.redis import RedisVerdictSink, connect_redis
 from worker.stages import ModelBrokenError
 from worker.startup import StartupInterruptedError, StartupWait
@@ -135,7 +135,8 @@ def build_worker(
         else {}
     )
     producer = up(
-        lambda: _kafka_client(settings, lambda s: make_producer(s, **txn_id)), kafka_sinks
+        lambda: _kafka_client(settings, lambda s: make_producer(s, **WRITER_PRODUCER, **txn_id)),
+        kafka_sinks,
     )
     # Bounded: a writer stuck on a dead broker must not hold the process at exit.
     stack.callback(close_producer, producer, 5.0)
