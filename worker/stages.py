@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -455,15 +456,21 @@ class WriterStage:
     def _complete(self, job: WriteJob) -> None:
         now_wall = datetime.now(UTC)
         now = self._clock()
+        actions: Counter[str] = Counter()
+        reasons: Counter[str] = Counter()
         for ref, result in job.entries:
             metrics.PROCESSING_SECONDS.observe(max(0.0, now - ref.polled_at))
             if isinstance(result, Verdict):
-                metrics.VERDICTS.labels(result.action.value).inc()
+                actions[result.action.value] += 1
                 if result.replay_id is None:  # a replayed post's event time is long past
                     latency = (now_wall - result.event_time).total_seconds()
                     metrics.END_TO_END_SECONDS.observe(max(0.0, latency))
             else:
-                metrics.DEAD_LETTERS.labels(result.reason.value).inc()
+                reasons[result.reason.value] += 1
+        for action, count in actions.items():  # a labelled increment per job, not per post
+            metrics.VERDICTS.labels(action).inc(count)
+        for reason, count in reasons.items():
+            metrics.DEAD_LETTERS.labels(reason).inc(count)
         if job.entries:
             self._outbox.put(Completed([ref for ref, _ in job.entries]))
 

@@ -109,6 +109,38 @@ def test_every_record_gets_exactly_one_result_and_offsets_follow() -> None:
     assert rig.consumer.committed() == {P0: 6}
 
 
+def test_counters_count_each_record_once_by_topic_action_and_reason() -> None:
+    rig = Rig(max_size=4)
+    names = (
+        ("modstream_events_consumed_total", {"topic": "posts"}),
+        ("modstream_events_consumed_total", {"topic": "posts-eu"}),
+        ("modstream_verdicts_total", {"action": "allow"}),
+        ("modstream_verdicts_total", {"action": "block"}),
+        ("modstream_verdicts_total", {"action": "review"}),
+        ("modstream_dead_letters_total", {"reason": "not_json"}),
+    )
+    before = [metric(name, **labels) for name, labels in names]
+    rig.consumer.queue = (
+        [record(i, post(i)) for i in range(3)]
+        + [record(3, b"{broken"), record(4, b"[")]
+        + [record(0, post(5, "this is fake news"), topic="posts-eu")]
+        + [record(5, post(6, "i hate this")), record(6, post(7, "fake and hate"))]
+    )
+    rig.worker.step()
+    after = [metric(name, **labels) for name, labels in names]
+    counted = [round(a - b) for a, b in zip(after, before, strict=True)]
+    actions = [v.action for v in rig.verdicts()]
+    assert counted == [
+        7,
+        1,
+        actions.count(Action.ALLOW),
+        actions.count(Action.BLOCK),
+        actions.count(Action.REVIEW),
+        2,
+    ]
+    assert counted[2:5] == [3, 2, 1]
+
+
 class RoundingModel(FakeModel):
     """Computes every batch padded to multiples of 8 rows and 16 tokens, as the predictor
     does on a bf16 CPU."""
