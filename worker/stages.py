@@ -297,8 +297,9 @@ MERGE_RESULTS = 256
 class WriterStage:
     """Writes each job to every sink and reports its records once all acknowledged.
 
-    Kafka sends start first (they return futures), Redis is written meanwhile, then the
-    Kafka acks are awaited. A sink that fails is retried with exponential backoff (a
+    The Kafka records are appended to the producer's batches first (``send`` returns
+    futures), Redis is written, then the producer is flushed and every Kafka ack awaited: a
+    job leaves in one produce request (see ``WRITER_PRODUCER`` in ``worker.sinks.kafka``). A sink that fails is retried with exponential backoff (a
     deadline the stage waits for, not a sleep in the main loop), only the sinks that have
     not acknowledged yet; nothing after the job is reported meanwhile, so nothing is
     committed past it, and the main thread pauses consumption once too much is in flight.
@@ -403,7 +404,7 @@ class WriterStage:
                     sent.append((sink, sink.send_batch(items), started))
                 except SinkError as exc:
                     self._failed(sink, exc)
-        for sink, items in todo:  # blocking writes overlap with the sends in flight
+        for sink, items in todo:  # then the blocking writes
             if not isinstance(sink, SendingSink):
                 self._settle(job, sink, sink.write_batch, items)
         for sink, ack, started in sent:

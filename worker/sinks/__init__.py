@@ -8,7 +8,8 @@ never from the main loop, so a slow or hung sink holds back the writer, not poll
   batch again is harmless (Redis overwrites per ``post_id``; a topic gets a duplicate,
   which at-least-once delivery allows).
 - :meth:`SendingSink.send_batch` returns at once with an :class:`Acknowledgement`, so the
-  writer starts the Kafka sends, writes Redis meanwhile, then waits for the Kafka acks.
+  writer hands the records to the Kafka producer, writes Redis, then waits for the Kafka
+  acks (the wait flushes the producer: the records go in one request).
 - ``close`` is called once, by the owner, after the writer has stopped.
 """
 
