@@ -299,10 +299,11 @@ class WriterStage:
 
     The Kafka records are appended to the producer's batches first (``send`` returns
     futures), Redis is written, then the producer is flushed and every Kafka ack awaited: a
-    job leaves in one produce request (see ``WRITER_PRODUCER`` in ``worker.sinks.kafka``). A sink that fails is retried with exponential backoff (a
-    deadline the stage waits for, not a sleep in the main loop), only the sinks that have
-    not acknowledged yet; nothing after the job is reported meanwhile, so nothing is
-    committed past it, and the main thread pauses consumption once too much is in flight.
+    job leaves in one produce request (see ``WRITER_PRODUCER`` in ``worker.sinks.kafka``).
+    A sink that fails is retried with exponential backoff (a deadline the stage waits for,
+    not a sleep in the main loop), only the sinks that have not acknowledged yet; nothing
+    after the job is reported meanwhile, so nothing is committed past it, and the main
+    thread pauses consumption once too much is in flight.
 
     :attr:`down` names the sinks whose last write failed (``modstream_sink_up`` 0), until
     one succeeds again; ``/readyz`` is unready meanwhile.
