@@ -4,7 +4,8 @@ The producer is shared by both sinks and used from the writer thread only."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 from kafka import KafkaProducer
@@ -27,7 +28,7 @@ HEADER_PREFIX = "modstream."
 # request no longer overlaps the Redis write; that overlap bought nothing measurable once
 # the writer waits for the interpreter lock rather than for I/O (Redis written on a
 # thread of its own during the flush: the same rate, paired runs).
-WRITER_PRODUCER: dict[str, Any] = {"batch_size": 256 * 1024, "linger_ms": 1000}
+WRITER_PRODUCER: Mapping[str, Any] = MappingProxyType({"batch_size": 256 * 1024, "linger_ms": 1000})
 
 
 class KafkaAcknowledgement:
