@@ -16,7 +16,11 @@
 8. a fast network (``fast_network``: MiniLM's depth at hidden size 32, random weights, about
    what a GPU makes of MiniLM), model-only on the worker's replicas and the worker with it
    from the same backlog as 7: on a CPU, what the rest of the worker costs a fast model;
-9. the peak resident memory of a real ``modstream run`` process working through the same
+9. the worker as several processes of one consumer group (``--processes``; by default one
+   per model replica on the CPU, each on its share of the threads, 4 on a GPU) from the
+   backlogs of 4, 7 and 8: what adding processes on one machine buys where one process's
+   interpreter lock sets the pace (``processes_phase``);
+10. the peak resident memory of a real ``modstream run`` process working through the same
    posts from a backlog.
 
 Posts: the tweets of ../shared/data/sentiment/val.jsonl when present, else synthetic ones.
@@ -47,19 +51,22 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
-from replay_phase import replay_backlog  # benchmarks/ is on the path
+from processes_phase import in_processes  # benchmarks/ is on the path
+from replay_phase import replay_backlog
 from worker_phases import (
     ScoresNothing,
     WorkerRun,
     bench_settings,
     fast_network,
     from_backlog,
+    import_torch_rss_mib,
     open_loop,
     worker_process_rss_mib,
 )
 
 from models import DEFAULT_ARTIFACT_DIR
 from models.base import Encoded
+from models.devices import available_cpus
 from models.runtime import load_predictor
 from worker.config import Settings
 from worker.produce import synthetic_events
@@ -257,6 +264,13 @@ def main() -> None:
         default=Settings.model_fields["device"].default,
         help="where every row runs, the worker's included (auto: CUDA when present)",
     )
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=0,
+        help="worker processes in the processes phase (0: one per model replica on the CPU, "
+        "4 on a GPU)",
+    )
     args = p.parse_args()
     env = {k: os.environ[k] for k in ("MODSTREAM_KAFKA_BOOTSTRAP_SERVERS", "MODSTREAM_REDIS_URL")}
     defaults = Settings.model_fields
@@ -365,20 +379,58 @@ def main() -> None:
         f"a fast network: model-only {fast_alone:.1f} posts/s, the worker with it "
         f"{fast_run.rate:.1f} ({fast_run.rate / fast_alone:.2f}x)  {stages(fast_run)}"
     )
+    results["processes"] = processes_phase(texts, repeats, env, args, predictor, results)
     results["harness_peak_rss_mib"] = peak_rss_mib()
     rss = worker_process_rss_mib(texts, env, args.batch, args.device)
     results["peak_rss_mib"] = rss["peak"]
     results["rss_at_end_mib"] = {k: v for k, v in rss.items() if k != "peak"}
+    results["import_torch_rss_mib"] = import_torch_rss_mib()
     print(
         f"peak RSS of a modstream run process: {rss['peak']:.0f} MiB (at the end: "
         f"{rss['anon']:.0f} anonymous, {rss['file']:.0f} file-backed, of which "
-        f"{rss['cuda_build_files']:.0f} of the CUDA build's libraries)"
+        f"{rss['cuda_build_files']:.0f} of the CUDA build's libraries; importing torch alone: "
+        f"{results['import_torch_rss_mib']['rss']:.0f}, "
+        f"{results['import_torch_rss_mib']['anon']:.0f} anonymous)"
     )
     torch.set_num_threads(all_threads)  # this thread's: the HF models use them all
     results["two_hf_models_padded_128"] = two_hf_models(texts, predictor.device)
     print(f"two HF models padded to 128    {results['two_hf_models_padded_128']:8.1f} posts/s")
     results["targets"] = targets(results, max_wait_ms)
     write(results, args.out)
+
+
+def processes_phase(
+    texts: list[str],
+    repeats: int,
+    env: dict[str, str],
+    args: argparse.Namespace,
+    predictor: Any,
+    results: dict[str, Any],
+) -> dict[str, Any]:
+    """The shipped model, the model that scores nothing and the fast network, each as
+    ``--processes`` workers of one group, against the one worker process of the same row.
+    Each phase's backlog is the one process's times the processes (the group is timed once
+    it settles, and commits come once a second: a short phase would be mostly edges)."""
+    gpu = predictor.device.type == "cuda"
+    cpus = available_cpus()
+    count = args.processes or (4 if gpu else max(2, predictor.concurrency))
+    threads = max(1, cpus // count)
+    out: dict[str, Any] = {"count": count, "threads_each": threads}
+    rows = (
+        ("model", texts * count, "worker_backlog"),
+        ("nothing", texts * repeats * count, "pipeline_ceiling"),
+        ("fast", texts * repeats * count, "fast_network"),
+    )
+    for kind, posts, alone in rows:
+        settings = bench_settings(env, args.batch, device=args.device)
+        run = in_processes(posts, settings, count, threads, kind, args.device)  # type: ignore[arg-type]
+        one = results[alone]["rate"]
+        out[kind] = {"rate": run.rate, "posts": len(posts), "vs_one_process": run.rate / one}
+        print(
+            f"{count} worker processes, {kind:7s}      {run.rate:8.1f} posts/s "
+            f"({run.rate / one:.2f}x one process, {len(posts):,} posts)"
+        )
+    return out
 
 
 def summary(run: WorkerRun) -> dict[str, Any]:
@@ -465,12 +517,14 @@ def markdown(r: dict[str, Any]) -> str:
         f"(with the model: {r['worker_backlog']['cpu_us_per_post']:,.0f} us) "
         f"| {ceiling['rate']:.0f} | |",
         *fast_rows(r),
+        *process_rows(r),
         "",
         f"Peak resident memory of a `modstream run` process: {r['peak_rss_mib']:.0f} MiB "
         f"(at the end: {r['rss_at_end_mib']['anon']:.0f} MiB anonymous, "
         f"{r['rss_at_end_mib']['file']:.0f} MiB file-backed pages of libraries and files, "
         f"{r['rss_at_end_mib'].get('cuda_build_files', 0):.0f} MiB of them of libraries only "
-        "torch's CUDA build has (nvidia-*, libtorch_cuda, triton); "
+        "torch's CUDA build has (nvidia-*, libtorch_cuda, triton)"
+        f"{torch_alone(r)}; "
         f"of this benchmark's process: {r['harness_peak_rss_mib']:.0f} MiB).",
         "",
         "| target | measured | limit | met |",
@@ -496,6 +550,36 @@ def fast_rows(r: dict[str, Any]) -> list[str]:
         f"| the worker with it, from a backlog of {fast['posts']:,} posts: "
         f"{fast['vs_model_only']:.2f}x its model-only path, "
         f"{fast['cpu_us_per_post']:.0f} us of CPU a post | {fast['rate']:.0f} | |",
+    ]
+
+
+def torch_alone(r: dict[str, Any]) -> str:
+    """The resident memory of a process that only imports torch, where a run has it."""
+    alone = r.get("import_torch_rss_mib")
+    if not alone:
+        return ""
+    return (
+        f"; a process that only imports torch: {alone['rss']:.0f} MiB, "
+        f"{alone['anon']:.0f} of them anonymous"
+    )
+
+
+def process_rows(r: dict[str, Any]) -> list[str]:
+    """Rows for the worker as several processes, where a run has them."""
+    procs = r.get("processes")
+    if not procs:
+        return []
+    names = {
+        "model": "the shipped model",
+        "nothing": "the model that scores nothing (the pipeline's ceiling)",
+        "fast": "the fast network",
+    }
+    return [
+        f"| {procs['count']} worker processes of one group ({procs['threads_each']} torch "
+        f"thread(s) each), {names[kind]}, from a backlog of {procs[kind]['posts']:,} posts: "
+        f"{procs[kind]['vs_one_process']:.2f}x one process | {procs[kind]['rate']:.0f} | |"
+        for kind in names
+        if kind in procs
     ]
 
 

@@ -342,7 +342,7 @@ def worker_process_rss_mib(
     try:
         wait(lambda: committed_total(settings) >= len(texts), "the worker process", 1.0)
         status = Path(f"/proc/{child.pid}/status").read_text()
-        kib = {x.split(":")[0]: int(x.split()[1]) for x in status.splitlines() if "kB" in x}
+        kib = status_kib(status)
         cuda_kib = cuda_build_pages_kib(Path(f"/proc/{child.pid}/smaps").read_text())
         child.send_signal(signal.SIGTERM)
         try:
@@ -357,6 +357,27 @@ def worker_process_rss_mib(
         "anon": kib["RssAnon"] / 1024,
         "file": kib["RssFile"] / 1024,
         "cuda_build_files": cuda_kib / 1024,
+    }
+
+
+def status_kib(status: str) -> dict[str, int]:
+    """The kB fields of a /proc/PID/status text, in KiB."""
+    return {x.split(":")[0]: int(x.split()[1]) for x in status.splitlines() if "kB" in x}
+
+
+def import_torch_rss_mib() -> dict[str, float]:
+    """Resident memory of a process that only imports torch (``rss``, ``anon``, ``file``):
+    the floor under any worker's, most of it torch's libraries and what their loading
+    allocates (the CUDA build's on a CPU included)."""
+    probe = "import torch; print(open('/proc/self/status').read())"
+    status = subprocess.run(
+        [sys.executable, "-c", probe], check=True, capture_output=True, text=True
+    ).stdout
+    kib = status_kib(status)
+    return {
+        "rss": kib["VmRSS"] / 1024,
+        "anon": kib["RssAnon"] / 1024,
+        "file": kib["RssFile"] / 1024,
     }
 
 
