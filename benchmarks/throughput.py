@@ -17,11 +17,12 @@
    what a GPU makes of MiniLM), model-only on the worker's replicas and the worker with it
    from the same backlog as 7: on a CPU, what the rest of the worker costs a fast model;
 9. the worker as several processes of one consumer group (``--processes``; by default one
-   per model replica on the CPU, each on its share of the threads, 4 on a GPU) from the
-   backlogs of 4, 7 and 8: what adding processes on one machine buys where one process's
-   interpreter lock sets the pace (``processes_phase``);
+   per model replica on the CPU, each on its share of the threads, at least 2; 4 on a
+   GPU) with the models of 4, 7 and 8, each from a backlog of that row's posts times the
+   processes: what adding processes on one machine buys where one process's interpreter
+   lock sets the pace (``processes_phase``);
 10. the peak resident memory of a real ``modstream run`` process working through the same
-   posts from a backlog.
+   posts from a backlog, and of a process that only imports torch.
 
 Posts: the tweets of ../shared/data/sentiment/val.jsonl when present, else synthetic ones.
 Writes JSON and Markdown under reports/bench/ and prints the table. Needs the local stack
