@@ -61,13 +61,21 @@ class BertShape:
 
 
 class BertEmbeddings(nn.Module):
-    """Word + position + token-type (always type 0, one segment) embeddings, LayerNorm."""
+    """Word + position + token-type (always type 0, one segment) embeddings, LayerNorm.
+    ``drawn``: the tables drawn at random, as ``nn.Embedding`` does; else left empty, for
+    weights about to be loaded (see :meth:`BertEncoder.from_bert`)."""
 
-    def __init__(self, shape: BertShape) -> None:
+    def __init__(self, shape: BertShape, *, drawn: bool = True) -> None:
         super().__init__()
-        self.word_embeddings = nn.Embedding(shape.vocab_size, shape.hidden_size)
-        self.position_embeddings = nn.Embedding(shape.max_position_embeddings, shape.hidden_size)
-        self.token_type_embeddings = nn.Embedding(shape.type_vocab_size, shape.hidden_size)
+
+        def table(rows: int) -> nn.Embedding:
+            if drawn:
+                return nn.Embedding(rows, shape.hidden_size)
+            return nn.Embedding.from_pretrained(torch.empty(rows, shape.hidden_size), freeze=False)
+
+        self.word_embeddings = table(shape.vocab_size)
+        self.position_embeddings = table(shape.max_position_embeddings)
+        self.token_type_embeddings = table(shape.type_vocab_size)
         self.LayerNorm = nn.LayerNorm(shape.hidden_size, eps=shape.layer_norm_eps)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -158,9 +166,9 @@ class BertEncoder(nn.Module):
     """``forward(input_ids, attention_mask)`` -> the last hidden states (rows, width, hidden),
     what ``BertModel(...).last_hidden_state`` holds."""
 
-    def __init__(self, shape: BertShape) -> None:
+    def __init__(self, shape: BertShape, *, drawn: bool = True) -> None:
         super().__init__()
-        self.embeddings = BertEmbeddings(shape)
+        self.embeddings = BertEmbeddings(shape, drawn=drawn)
         self.encoder = BertLayers(shape)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -173,9 +181,15 @@ class BertEncoder(nn.Module):
     @classmethod
     def from_bert(cls, shape: BertShape, state: Mapping[str, torch.Tensor]) -> BertEncoder:
         """The encoder holding ``state``, a ``BertModel`` state dict, without copying it.
-        Raises ValueError when a weight is missing or has no place here."""
-        with torch.device("meta"):  # no throw-away random weights
-            encoder = cls(shape)
+        Raises ValueError when a weight is missing or has no place here.
+
+        Built on the meta device (no throw-away random weights), without drawing the
+        embedding tables there: ``normal_`` on a meta tensor runs through torch's Python
+        reference ops, which import ``torch._dynamo`` and sympy, about 140 MiB resident
+        in a serving process that never compiles anything (the linear layers' uniform
+        draws and the LayerNorms' fills run in C++ on meta: nothing imported)."""
+        with torch.device("meta"):
+            encoder = cls(shape, drawn=False)
         used = {k: v for k, v in state.items() if not k.startswith(UNUSED)}
         try:
             missing, unexpected = encoder.load_state_dict(used, strict=False, assign=True)
