@@ -71,7 +71,10 @@ class BertEmbeddings(nn.Module):
         def table(rows: int) -> nn.Embedding:
             if drawn:
                 return nn.Embedding(rows, shape.hidden_size)
-            return nn.Embedding.from_pretrained(torch.empty(rows, shape.hidden_size), freeze=False)
+            empty: nn.Embedding = nn.Embedding.from_pretrained(  # type: ignore[no-untyped-call]
+                torch.empty(rows, shape.hidden_size), freeze=False
+            )
+            return empty
 
         self.word_embeddings = table(shape.vocab_size)
         self.position_embeddings = table(shape.max_position_embeddings)
