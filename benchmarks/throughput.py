@@ -52,7 +52,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
-from processes_phase import in_processes  # benchmarks/ is on the path
+from processes_phase import Kind, in_processes  # benchmarks/ is on the path
 from replay_phase import replay_backlog
 from worker_phases import (
     ScoresNothing,
@@ -270,7 +270,7 @@ def main() -> None:
         type=int,
         default=0,
         help="worker processes in the processes phase (0: one per model replica on the CPU, "
-        "4 on a GPU)",
+        "at least 2; 4 on a GPU)",
     )
     args = p.parse_args()
     env = {k: os.environ[k] for k in ("MODSTREAM_KAFKA_BOOTSTRAP_SERVERS", "MODSTREAM_REDIS_URL")}
@@ -417,14 +417,14 @@ def processes_phase(
     count = args.processes or (4 if gpu else max(2, predictor.concurrency))
     threads = max(1, cpus // count)
     out: dict[str, Any] = {"count": count, "threads_each": threads}
-    rows = (
+    rows: tuple[tuple[Kind, list[str], str], ...] = (
         ("model", texts * count, "worker_backlog"),
         ("nothing", texts * repeats * count, "pipeline_ceiling"),
         ("fast", texts * repeats * count, "fast_network"),
     )
     for kind, posts, alone in rows:
         settings = bench_settings(env, args.batch, device=args.device)
-        run = in_processes(posts, settings, count, threads, kind, args.device)  # type: ignore[arg-type]
+        run = in_processes(posts, settings, count, threads, kind, args.device)
         one = results[alone]["rate"]
         out[kind] = {"rate": run.rate, "posts": len(posts), "vs_one_process": run.rate / one}
         print(
