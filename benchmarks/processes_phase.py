@@ -21,12 +21,11 @@ from contextlib import ExitStack
 from multiprocessing.synchronize import Event
 from typing import Literal
 
-import torch
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer
 from worker_phases import (  # benchmarks/ is on the path
     ScoresNothing,
     WorkerRun,
-    _events,
+    backlog_events,
     fast_network,
     wait,
 )
@@ -37,7 +36,7 @@ from models.runtime import load_predictor
 from modstream_dev.stack import create_topics
 from worker.app import build_worker
 from worker.config import Settings
-from worker.kafka_client import security_kwargs
+from worker.kafka_client import committed_total, security_kwargs
 from worker.produce import produce
 
 Kind = Literal["model", "nothing", "fast"]
@@ -56,9 +55,8 @@ def _model(kind: Kind, device: str, threads: int) -> Classifier:
 def _member(
     settings: Settings, kind: Kind, device: str, threads: int, ready: Event, go: Event, stop: Event
 ) -> None:
-    """One worker process: built (model loaded, clients connected), then run on ``go``
-    until ``stop``."""
-    torch.set_num_threads(threads)
+    """One worker process: built (model loaded on ``threads`` torch threads, clients
+    connected), then run on ``go`` until ``stop``."""
     with ExitStack() as stack:
         worker = build_worker(settings, _model(kind, device, threads), stack)
         ready.set()
@@ -75,20 +73,19 @@ class _Group:
     the input topic."""
 
     def __init__(self, settings: Settings) -> None:
-        self._id = settings.group_id
+        self._settings = settings
         self._admin = KafkaAdminClient(**security_kwargs(settings))
-        self._consumer = KafkaConsumer(
+        self._consumer = KafkaConsumer(  # kept open: asked ten times a second
             **security_kwargs(settings), group_id=settings.group_id, enable_auto_commit=False
         )
-        parts = self._consumer.partitions_for_topic(settings.input_topic) or set()
-        self._parts = [TopicPartition(settings.input_topic, p) for p in sorted(parts)]
 
     def stable_with(self, members: int) -> bool:
-        group = self._admin.describe_groups([self._id])[self._id]
+        gid = self._settings.group_id
+        group = self._admin.describe_groups([gid])[gid]
         return group.get("group_state") == "Stable" and len(group.get("members", ())) == members
 
     def committed(self) -> int:
-        return sum(self._consumer.committed(tp) or 0 for tp in self._parts)
+        return committed_total(self._settings, self._consumer)
 
     def close(self) -> None:
         self._consumer.close()
@@ -107,7 +104,7 @@ def in_processes(
     from a backlog of ``texts`` (``kind``: the shipped model, one that scores nothing, or
     the fast network). ``settings``: a phase's own (bench_settings)."""
     create_topics(settings)
-    produce(settings, _events(texts, settings.group_id))
+    produce(settings, backlog_events(texts, settings.group_id))
     ctx = multiprocessing.get_context("spawn")  # CUDA and torch's threads do not survive fork
     readies = [ctx.Event() for _ in range(processes)]
     go, stop = ctx.Event(), ctx.Event()

@@ -86,7 +86,7 @@ def bench_settings(env: dict[str, str], batch: int, **overrides: Any) -> Setting
     )
 
 
-def _events(texts: list[str], run: str) -> list[dict[str, object]]:
+def backlog_events(texts: list[str], run: str) -> list[dict[str, object]]:
     """No ``created_at``: the event time is the record's timestamp, set when it is sent."""
     return [{"post_id": f"{run}-{i}", "text": t} for i, t in enumerate(texts)]
 
@@ -146,7 +146,7 @@ def from_backlog(model: Classifier, texts: list[str], settings: Settings) -> Wor
     the first commit (connections made, first batch done) to the last. ``settings``: a
     phase's own (bench_settings); its input topic keeps the backlog for the replay phase."""
     create_topics(settings)
-    produce(settings, _events(texts, settings.group_id))
+    produce(settings, backlog_events(texts, settings.group_id))
     with _running(settings, model) as worker:
         wait(lambda: _done(worker) > 0, "the first commit", 0.005)
         counters = Counters()
@@ -252,13 +252,13 @@ def open_loop(
     A few posts go first to warm the connections up; they are not measured."""
     settings = bench_settings(env, batch)
     create_topics(settings)
-    warm = _events(texts[:WARM_UP], "warm")
+    warm = backlog_events(texts[:WARM_UP], "warm")
     with _running(settings, model) as worker:
         produce(settings, warm)
         wait(lambda: _done(worker) >= len(warm), "the warm-up posts")
         counters = Counters()
         started = time.perf_counter()
-        _produce_elsewhere(settings, _events(texts, settings.group_id), rate)
+        _produce_elsewhere(settings, backlog_events(texts, settings.group_id), rate)
         wait(lambda: _done(worker) >= len(warm) + len(texts), "every offset")
         run = WorkerRun(len(texts), time.perf_counter() - started)
         counters.fill(run)
@@ -332,7 +332,7 @@ def worker_process_rss_mib(
 
     settings = bench_settings(env, batch, device=device)
     create_topics(settings)
-    produce(settings, _events(texts, settings.group_id))
+    produce(settings, backlog_events(texts, settings.group_id))
     child = subprocess.Popen(
         [sys.executable, "-m", "worker", "run"],
         env=child_env(settings, MODSTREAM_BATCH_MAX_SIZE=str(batch), MODSTREAM_DEVICE=device),

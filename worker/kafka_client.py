@@ -108,17 +108,22 @@ def make_consumer(settings: Settings, **overrides: Any) -> KafkaConsumer:
         return KafkaConsumer(**kwargs)
 
 
-def committed_total(settings: Settings) -> int:
+def committed_total(settings: Settings, consumer: KafkaConsumer | None = None) -> int:
     """Sum over the input topic's partitions of the group's committed offsets (for tests,
-    benchmarks and ops checks: with offsets from 0, the number of records done)."""
-    consumer = KafkaConsumer(
-        **security_kwargs(settings), group_id=settings.group_id, enable_auto_commit=False
-    )
+    benchmarks and ops checks: with offsets from 0, the number of records done).
+    ``consumer``: one of the settings' group to ask through (a caller that polls keeps one
+    open); by default one made and closed for the call."""
+    own = consumer is None
+    if consumer is None:
+        consumer = KafkaConsumer(
+            **security_kwargs(settings), group_id=settings.group_id, enable_auto_commit=False
+        )
     try:
         parts = consumer.partitions_for_topic(settings.input_topic) or set()
         return sum(consumer.committed(TopicPartition(settings.input_topic, p)) or 0 for p in parts)
     finally:
-        consumer.close()
+        if own:
+            consumer.close()
 
 
 @contextmanager
