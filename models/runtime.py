@@ -372,6 +372,8 @@ def sentence_end_ids(encoder: Any) -> frozenset[int]:
 
 class Predictor:
     """A loaded artifact ready to score texts: satisfies :class:`models.base.Classifier`.
+    From ``config`` it takes the labels, temperatures, policy and window length; ``model``
+    may be another network with the same heads (the benchmarks' fast network).
 
     ``prepare`` only reads a private copy of the Rust tokenizer (no truncation, no padding,
     never reconfigured), so any thread may call it. ``predict_encoded`` runs the backend;
@@ -385,10 +387,7 @@ class Predictor:
         model: MultiTaskClassifier,
         tokenizer: Tokenizer,
         pad_id: int,
-        labels: Mapping[str, Sequence[str]],
-        temperatures: Mapping[str, float],
-        policy: Mapping[str, float],
-        max_length: int,
+        config: ArtifactConfig,
         version: str,
         device: torch.device,
         precision: Precision = "auto",
@@ -417,8 +416,8 @@ class Predictor:
         # every distinct shape: 11 row counts and 8 widths bound it (peak RSS 1,308-1,335 MiB
         # over 300 batches of random sizes, against 1,507-2,122) at no cost in speed.
         self._multiple = shape_multiple or ((8, 16) if cpu_torch and self.amp_dtype else (1, 1))
-        self._labels = {t: list(names) for t, names in labels.items()}
-        network = Calibrated(model, list(self._labels), temperatures)
+        self._labels = {t: list(names) for t, names in config.labels.items()}
+        network = Calibrated(model, list(self._labels), config.temperatures)
         self._run = make_runner(network, backend, device, self.amp_dtype, threads)
         # Each task's labels and its columns in the runner's PROBABILITIES.
         self._columns: list[tuple[str, list[str], int, int]] = []
@@ -432,10 +431,10 @@ class Predictor:
         self._encoder.no_padding()  # batches are padded by _batch
         self._prefix, self._suffix = special_tokens(self._encoder)
         self._enders = sentence_end_ids(self._encoder)
-        self._policy = dict(policy)
-        self._max_length = max_length
+        self._policy = dict(config.policy)
+        self._max_length = config.max_length
         # Content tokens one window holds, between the special tokens.
-        self._window_body = max_length - len(self._prefix) - len(self._suffix)
+        self._window_body = config.max_length - len(self._prefix) - len(self._suffix)
         self._max_windows = max_windows
         self._version = version
 
@@ -620,10 +619,7 @@ def load_predictor(
         model,
         tokenizer,
         pad_id,
-        config.labels,
-        config.temperatures,
-        config.policy,
-        config.max_length,
+        config,
         artifact_version(directory),
         chosen,
         precision,
