@@ -106,8 +106,8 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
 
 # SIGTERM starts a drain of at most MODSTREAM_SHUTDOWN_GRACE_SECONDS (default 20): give the
 # container more than that to stop (compose stop_grace_period and Kubernetes
-# terminationGracePeriodSeconds are 20 + 15 s). The exec form keeps modstream as PID 1, so it
-# gets the signal.
+# terminationGracePeriodSeconds are 20 + a 20 s margin = 40 s). The exec form keeps
+# modstream as PID 1, so it gets the signal.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["modstream"]
 CMD ["run"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -15,7 +16,7 @@ from kafka.errors import KafkaError, KafkaTimeoutError
 from models.base import Classifier
 from worker import metrics
 from worker.batcher import BatchLimits, MicroBatcher, Size
-from worker.config import Settings
+from worker.config import ConfigError, Settings
 from worker.consumer import Consumer, InputConsumer
 from worker.errors import StartupError, UnavailableError
 from worker.flow import Prepared
@@ -56,12 +57,21 @@ def load_model(settings: Settings) -> Classifier:
 
 
 def make_policy(settings: Settings, model: Classifier) -> Policy:
-    return Policy.from_mapping(
-        dict(model.policy),
-        block_fake=settings.policy_block_fake,
-        review_fake=settings.policy_review_fake,
-        review_negative=settings.policy_review_negative,
-    )
+    """The model's thresholds with the settings' on top; a combination that cannot work
+    (review above block) is a ConfigError naming what was set and what the model has."""
+    overrides = {
+        "block_fake": settings.policy_block_fake,
+        "review_fake": settings.policy_review_fake,
+        "review_negative": settings.policy_review_negative,
+    }
+    try:
+        return Policy.from_mapping(dict(model.policy), **overrides)
+    except ValueError as exc:
+        given = [f"MODSTREAM_POLICY_{k.upper()}={v}" for k, v in overrides.items() if v is not None]
+        raise ConfigError(
+            f"{exc}: set {', '.join(given) or 'nothing'}; model {model.version} has "
+            f"{dict(model.policy)}"
+        ) from None
 
 
 def loop_config(settings: Settings) -> LoopConfig:
@@ -231,8 +241,11 @@ def start_reloader(settings: Settings, pipeline: Pipeline) -> ModelReloader:
     ).start()
 
 
-def install_startup_signal_handlers(wait: StartupWait) -> None:
-    """Before the worker runs, a signal ends the start-up (model loading or a wait)."""
+def install_startup_signal_handlers(wait: StartupWait, reload: Callable[[], None]) -> None:
+    """Before the worker runs, SIGTERM or SIGINT ends the start-up (model loading or a
+    wait), and SIGHUP asks for the model's reload (``reload``: served once the hot-swap's
+    watcher runs): its default action would end the process, and a deploy that sends it to
+    every pod would kill the ones still starting."""
 
     def handle(signum: int, _frame: FrameType | None) -> None:
         if wait.stopped:
@@ -242,6 +255,28 @@ def install_startup_signal_handlers(wait: StartupWait) -> None:
 
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
+    signal.signal(signal.SIGHUP, lambda _signum, _frame: reload())
+
+
+class ReloadRequests:
+    """SIGHUPs (reload the model): to the hot-swap's watcher once it runs, and remembered
+    until then, so that one sent while the worker starts is not lost."""
+
+    def __init__(self) -> None:
+        self._reloader: ModelReloader | None = None
+        self._asked = threading.Event()
+
+    def __call__(self) -> None:
+        if self._reloader is not None:
+            self._reloader.request()
+            return
+        log.info("SIGHUP during start-up: the model is reloaded once the worker runs")
+        self._asked.set()
+
+    def attach(self, reloader: ModelReloader) -> None:
+        self._reloader = reloader
+        if self._asked.is_set():
+            reloader.request()
 
 
 class RestartsInPlace:
@@ -290,11 +325,12 @@ def run(settings: Settings, model: Classifier | None = None) -> int:
             ).start()
             stack.callback(server.close)
             log.info("metrics on http://%s:%d/metrics", settings.metrics_host, server.port)
-        install_startup_signal_handlers(wait)
+        reloader: ModelReloader | None = None
+        reloads = ReloadRequests()
+        install_startup_signal_handlers(wait, reloads)
         model = model or load_model(settings)
         metrics.MODEL_INFO.info({"version": model.version, "dir": str(settings.model_dir)})
         pipeline = make_pipeline(settings, model)
-        reloader: ModelReloader | None = None
         while True:
             # The Kafka and Redis clients live for one worker; the model, its hot-swap
             # watcher and the health server for the process.
@@ -307,6 +343,7 @@ def run(settings: Settings, model: Classifier | None = None) -> int:
                 if reloader is None:
                     reloader = start_reloader(settings, pipeline)
                     stack.callback(reloader.stop)
+                    reloads.attach(reloader)
                 probes.attach(worker)
                 install_signal_handlers(worker, reloader.request)
                 if wait.stopped:  # a signal came while the last client connected
@@ -332,7 +369,7 @@ def run(settings: Settings, model: Classifier | None = None) -> int:
                         "open transaction)",
                         exc,
                     )
-                    install_startup_signal_handlers(wait)
+                    install_startup_signal_handlers(wait, reloads)
                     continue
             break
     log.info("stopped cleanly")

@@ -7,7 +7,10 @@ environment.
 
 from __future__ import annotations
 
+import difflib
+import os
 import socket
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -20,6 +23,13 @@ from models.devices import CPU_ONLY_BACKENDS, Backend, parse_device
 
 class ConfigError(ValueError):
     """A setting is missing or wrong; the message names it."""
+
+
+# The pseudonym key a development machine runs with; anyone with the source can reverse
+# pseudonyms made with it (by hashing candidate ids), so `run` and `replay` warn about it.
+DEVELOPMENT_PSEUDONYM_KEY = "modstream-dev-key-change-me"
+# Kubernetes' service links: a Service named ``modstream`` puts these into every pod.
+_SERVICE_LINK_PREFIXES = ("MODSTREAM_SERVICE_", "MODSTREAM_PORT")
 
 
 class Settings(BaseSettings):
@@ -185,8 +195,10 @@ class Settings(BaseSettings):
 
     # --- Privacy ---------------------------------------------------------------------------
     pseudonym_key: SecretStr = Field(
-        SecretStr("modstream-dev-key-change-me"),
-        description="Key of the keyed hash that pseudonymises author ids. Set it in production.",
+        SecretStr(DEVELOPMENT_PSEUDONYM_KEY),
+        description="Key of the keyed hash that pseudonymises author ids. Set it in "
+        "production: `run` and `replay` warn while it is the default, which anyone can hash "
+        "ids with.",
     )
     store_text: bool = Field(False, description="Write the post text into verdicts.")
 
@@ -222,6 +234,13 @@ class Settings(BaseSettings):
         parse_device(value)  # ValueError names what is accepted
         return value.strip().lower()
 
+    @field_validator("pseudonym_key")
+    @classmethod
+    def _check_pseudonym_key(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value():
+            raise ValueError("must not be empty")
+        return value
+
     @field_validator("redis_url")
     @classmethod
     def _check_redis_url(cls, value: SecretStr) -> SecretStr:
@@ -249,18 +268,48 @@ class Settings(BaseSettings):
     def bootstrap_servers(self) -> list[str]:
         return self.kafka_bootstrap_servers.split(",")
 
+    @property
+    def development_key(self) -> bool:
+        """Whether author ids are pseudonymised with the key every copy of the source has."""
+        return self.pseudonym_key.get_secret_value() == DEVELOPMENT_PSEUDONYM_KEY
+
 
 def load_settings(env_file: Path | None = None, **overrides: object) -> Settings:
     """Build the settings, turning pydantic's error into one that names each bad variable."""
+    if env_file is not None and not env_file.is_file():
+        raise ConfigError(f"--env-file {env_file}: no such file")
     try:
         return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg,arg-type]
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
             loc = ".".join(str(p) for p in err["loc"])
+            if err["type"] == "extra_forbidden":  # a line of the env file: named as written
+                problems.append(f"{loc.upper()} (in {env_file}): not a setting{_did_you_mean(loc)}")
+                continue
             name = f"MODSTREAM_{loc.upper()}" if loc else "settings"
             problems.append(f"{name}: {err['msg']}")
         raise ConfigError("invalid settings:\n  " + "\n  ".join(problems)) from None
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """``MODSTREAM_*`` variables of the environment that name no setting (a misspelt one is
+    otherwise ignored, and its setting keeps its default), each with a near name if any."""
+    env = os.environ if environ is None else environ
+    known = {f"MODSTREAM_{name.upper()}" for name in Settings.model_fields}
+    return [
+        f"{var}: not a setting{_did_you_mean(var)}"
+        for var in sorted(env)
+        if var.upper().startswith("MODSTREAM_")
+        and var.upper() not in known
+        and not var.upper().startswith(_SERVICE_LINK_PREFIXES)
+    ]
+
+
+def _did_you_mean(name: str) -> str:
+    bare = name.upper().removeprefix("MODSTREAM_").lower()
+    near = difflib.get_close_matches(bare, list(Settings.model_fields), n=1, cutoff=0.75)
+    return f" (did you mean MODSTREAM_{near[0].upper()}?)" if near else ""
 
 
 def describe_settings() -> str:
@@ -268,7 +317,7 @@ def describe_settings() -> str:
     rows = []
     for name, field in Settings.model_fields.items():
         default = field.default
-        if isinstance(default, SecretStr):
-            default = "(secret)"
+        if isinstance(default, SecretStr):  # the defaults are no secrets; set values are
+            default = default.get_secret_value()
         rows.append(f"  MODSTREAM_{name.upper():<34} {field.description} [default: {default}]")
     return "\n".join(rows)

@@ -19,6 +19,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from worker.errors import StartupError
+
 Mode = Literal["live", "replay"]
 PREFIX = "modstream_"
 
@@ -80,7 +82,13 @@ class HealthServer:
             def log_message(self, format: str, *args: object) -> None:  # noqa: A002
                 """Scrapes every few seconds would flood the log."""
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
+        try:
+            self._server = ThreadingHTTPServer((host, port), Handler)
+        except OSError as exc:  # the port taken, the address not this host's, ...
+            raise StartupError(
+                f"the metrics server cannot listen on {host}:{port} (MODSTREAM_METRICS_HOST, "
+                f"MODSTREAM_METRICS_PORT; 0 turns it off): {exc.strerror or exc}"
+            ) from exc
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="health", daemon=True

@@ -5,11 +5,14 @@ from __future__ import annotations
 import itertools
 import json
 import random
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+
+from kafka.errors import KafkaError
 
 from worker.config import Settings
 from worker.kafka_client import make_producer
@@ -51,14 +54,52 @@ def synthetic_events(seed: int = 7) -> Iterator[dict[str, object]]:
         }
 
 
+class ProduceError(RuntimeError):
+    """Events could not be read, or the broker did not accept them all."""
+
+
 def file_events(path: Path) -> Iterator[dict[str, object]]:
-    """Events from a JSON Lines file; a line without ``post_id`` gets one (its line number)."""
+    """Events from a JSON Lines file; a line without ``post_id`` gets one (its line number).
+    A line that is not a JSON object stops the run (ProduceError naming the line): the
+    worker would only dead-letter it."""
     with path.open(encoding="utf-8") as fh:
         for n, line in enumerate(fh, 1):
             if line.strip():
-                event = json.loads(line)
+                try:
+                    event = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ProduceError(f"{path} line {n}: not JSON ({exc.msg})") from None
+                if not isinstance(event, dict):
+                    raise ProduceError(f"{path} line {n}: not a JSON object")
                 event.setdefault("post_id", f"{path.stem}-{n}")
                 yield event
+
+
+class _Outcomes:
+    """How the broker answered the sends so far (the futures settle on the producer's
+    network thread); counted, not kept, so a long run holds no future per event."""
+
+    def __init__(self) -> None:
+        self._settled = threading.Condition()
+        self.acked = 0
+        self.failed = 0
+        self.first_error: BaseException | None = None
+
+    def ack(self, _metadata: object) -> None:
+        with self._settled:
+            self.acked += 1
+            self._settled.notify_all()
+
+    def fail(self, exc: BaseException) -> None:
+        with self._settled:
+            self.failed += 1
+            self.first_error = self.first_error or exc
+            self._settled.notify_all()
+
+    def wait(self, sent: int, timeout_s: float) -> bool:
+        """Whether all ``sent`` settled within ``timeout_s``."""
+        with self._settled:
+            return self._settled.wait_for(lambda: self.acked + self.failed >= sent, timeout_s)
 
 
 def produce(
@@ -68,10 +109,12 @@ def produce(
     rate: float | None = None,
     topic: str | None = None,
 ) -> int:
-    """Send ``count`` events (all, if None) at ``rate`` per second (unthrottled if None)."""
+    """Send ``count`` events (all, if None) at ``rate`` per second (unthrottled if None).
+    Returns how many the broker acknowledged: all of them, or it raises ProduceError."""
     producer = make_producer(settings, linger_ms=20)
     target = topic or settings.input_topic
     sent = 0
+    outcomes = _Outcomes()
     try:
         # The first send waits for the cluster's metadata (0.2 s on a local broker): fetched
         # before the clock starts, or a paced stream would open with a burst of the posts
@@ -84,9 +127,22 @@ def produce(
                 if ahead > 0:
                     time.sleep(ahead)
             key = str(event.get("post_id", "")).encode() or None
-            producer.send(target, key=key, value=json.dumps(event).encode())
+            future = producer.send(target, key=key, value=json.dumps(event).encode())
+            future.add_callback(outcomes.ack).add_errback(outcomes.fail)
             sent += 1
-        producer.flush()
+        try:
+            producer.flush()
+        except KafkaError:
+            # kafka-python 3.0.12's flush raises "Future not done" for a batch the broker
+            # refused as too large and the producer split and sent again; the records' own
+            # futures still settle, and are what is counted.
+            pass
+        settled = outcomes.wait(sent, settings.sink_timeout_seconds)
     finally:
         producer.close()
+    if outcomes.failed or not settled:
+        raise ProduceError(
+            f"the broker did not accept {sent - outcomes.acked} of {sent} events for "
+            f"{target}: {outcomes.first_error or 'no answer in time'!r}"
+        )
     return sent

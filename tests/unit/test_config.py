@@ -1,7 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
-from worker.config import ConfigError, load_settings
+from worker.config import ConfigError, load_settings, unknown_variables
 
 
 def test_defaults_match_the_contract(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -73,3 +73,46 @@ def test_model_replicas_share_the_token_budget(monkeypatch: pytest.MonkeyPatch) 
         settings.batch_max_size,
         settings.batch_max_wait_ms / 1000,
     )
+
+
+def test_a_missing_env_file_is_an_error_not_an_empty_one(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ConfigError, match="no such file"):
+        load_settings(tmp_path / "settings.env")
+
+
+def test_a_line_of_the_env_file_that_names_no_setting_is_named_as_written(
+    tmp_path,  # type: ignore[no-untyped-def]
+) -> None:
+    f = tmp_path / "settings.env"
+    f.write_text("MODSTREAM_BATCH_MAXSIZE=3\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings(f)
+    message = str(err.value)
+    assert "MODSTREAM_BATCH_MAXSIZE (in" in message and "MODSTREAM_MODSTREAM_" not in message
+    assert "did you mean MODSTREAM_BATCH_MAX_SIZE?" in message
+
+
+def test_misspelt_variables_are_found_and_service_links_are_not() -> None:
+    environ = {
+        "MODSTREAM_BATCH_MAXSIZE": "3",  # misspelt: its setting would keep its default
+        "MODSTREAM_LOG_LEVEL": "INFO",  # a setting
+        "MODSTREAM_SERVICE_HOST": "10.0.0.1",  # Kubernetes' links to a Service "modstream"
+        "MODSTREAM_PORT_9400_TCP": "tcp://10.0.0.1:9400",
+        "HOME": "/root",
+    }
+    assert unknown_variables(environ) == [
+        "MODSTREAM_BATCH_MAXSIZE: not a setting (did you mean MODSTREAM_BATCH_MAX_SIZE?)"
+    ]
+
+
+def test_an_empty_pseudonym_key_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODSTREAM_PSEUDONYM_KEY", "")
+    with pytest.raises(ConfigError, match="MODSTREAM_PSEUDONYM_KEY"):
+        load_settings()
+
+
+def test_the_development_key_is_told_apart(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MODSTREAM_PSEUDONYM_KEY", raising=False)
+    assert load_settings().development_key
+    monkeypatch.setenv("MODSTREAM_PSEUDONYM_KEY", "a-real-secret")
+    assert not load_settings().development_key

@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -418,3 +419,28 @@ def test_posts_streaming_through_a_swap_are_each_scored_once(replicas: int) -> N
             texts[int(v.post_id[1:]) % 3], Action.REVIEW
         )
         assert v.action == expected, v
+
+
+def test_a_sighup_while_the_worker_starts_neither_kills_it_nor_is_lost(tmp_path: Path) -> None:
+    """SIGHUP's default action ends the process: a deploy that flips the model and signals
+    every pod used to kill the pods still loading theirs (exit 129)."""
+    from worker.app import ReloadRequests, install_startup_signal_handlers
+    from worker.startup import StartupWait
+
+    directory = artifact(tmp_path, "a", "v2")
+    slot, loader = SwapSlot(), FakeLoader()
+    reloads = ReloadRequests()
+    previous = {s: signal.getsignal(s) for s in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)}
+    reloader = reloader_at(directory, slot, loader, interval_s=0)
+    try:
+        install_startup_signal_handlers(StartupWait(0.0), reloads)
+        os.kill(os.getpid(), signal.SIGHUP)  # before the watcher exists: remembered
+        time.sleep(0.05)
+        assert loader.loaded == []
+        reloads.attach(reloader.start())  # the worker runs: the reload is asked for now
+        wait_until(slot.waiting, "the reloader to offer the new model")
+    finally:
+        reloader.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    assert loader.loaded == [directory.resolve()]

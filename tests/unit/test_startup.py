@@ -3,10 +3,13 @@ fails at once on a wrong setting. Driven by an injected clock: nothing sleeps.""
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 from prometheus_client import REGISTRY
 
 from tests.fakes import ManualClock
+from worker.config import ConfigError, load_settings
 from worker.errors import StartupError, UnavailableError
 from worker.startup import StartupInterruptedError, StartupWait
 
@@ -118,3 +121,24 @@ def test_a_stop_before_the_first_attempt_connects_to_nothing() -> None:
     with pytest.raises(StartupInterruptedError):
         wait.until_up(dependency)
     assert dependency.calls == 0
+
+
+def test_a_metrics_port_in_use_is_a_start_up_error_naming_the_setting() -> None:
+    from worker.health import HealthServer
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(StartupError, match="MODSTREAM_METRICS_PORT"):
+            HealthServer("127.0.0.1", port, lambda: True, lambda: True, mode="live")
+
+
+def test_policy_settings_the_model_cannot_take_are_a_config_error_naming_them() -> None:
+    from tests.fakes import FakeModel
+    from worker.app import make_policy
+
+    model = FakeModel()  # block_fake 0.9
+    settings = load_settings(policy_review_fake=0.95)
+    with pytest.raises(ConfigError, match="MODSTREAM_POLICY_REVIEW_FAKE"):
+        make_policy(settings, model)
