@@ -80,20 +80,23 @@ def probe(model: Classifier) -> str | None:
     if len(scores) != len(PROBE_TEXTS):
         return f"returned {len(scores)} results for {len(PROBE_TEXTS)} probe texts"
     for i, result in enumerate(scores):
-        problem = _check_scores(result)
+        problem = score_problem(result)
         if problem is not None:
-            return f"{problem} for probe text {i}"
+            return f"gives {problem} for probe text {i}"
     return None
 
 
-def _check_scores(result: Scores) -> str | None:
+def score_problem(result: Scores) -> str | None:
+    """Why one post's ``result`` cannot be acted on, or None: the scores the policy reads
+    must be there and every score a finite probability (a NaN would fail every threshold
+    test, so pass as "allow")."""
     for task, label in POLICY_SCORES:
         if label not in result.get(task, {}):
-            return f"gives no {task} {label!r} score"
+            return f"no {task} {label!r} score"
     for task, by_label in result.items():
         for label, value in by_label.items():
             if not (math.isfinite(value) and 0.0 <= value <= 1.0):
-                return f"scores {task}/{label} = {value}, not a probability,"
+                return f"{task}/{label} = {value}, not a probability"
     return None
 
 

@@ -3,18 +3,21 @@
 What a moderation lead needs to decide on a candidate model from their own traffic: how
 often the two models agree, a confusion matrix of actions (live rows, candidate columns),
 the posts that flip the most (ids only; the text only when it was stored, which
-MODSTREAM_STORE_TEXT decides), and both models' score distributions.
+MODSTREAM_STORE_TEXT decides), and both models' score distributions. Posts the candidate gave
+no usable score for are counted, not compared; so are comparisons holding a score that is not
+finite (a log written before candidate scores were checked): they are never binned.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from worker.schema import Action
-from worker.shadow import Comparison
+from worker.shadow import CandidateError, Comparison, ShadowEntry
 
 ACTIONS = [a.value for a in Action]
 BINS = 10
@@ -58,10 +61,20 @@ def _flip(c: Comparison) -> dict[str, Any]:
     return row
 
 
+def _finite(c: Comparison) -> bool:
+    scores = (c.live_fake, c.candidate_fake, c.live_negative, c.candidate_negative)
+    return all(math.isfinite(v) for v in scores)
+
+
 def build_report(
-    comparisons: Sequence[Comparison], live: str, candidate: str, top: int = 20
+    entries: Sequence[ShadowEntry], live: str, candidate: str, top: int = 20
 ) -> dict[str, Any]:
-    """Everything the report says, as one JSON-ready mapping."""
+    """Everything the report says, as one JSON-ready mapping. Agreement, actions, flips and
+    distributions are of the posts both models scored (``compared``); ``posts`` counts every
+    post, ``candidate_errors`` those the candidate gave no score for, ``non_finite`` those
+    left out for a score that is not finite."""
+    comparisons = [e for e in entries if isinstance(e, Comparison) and _finite(e)]
+    errors = sum(isinstance(e, CandidateError) for e in entries)
     n = len(comparisons)
     confusion = {a: dict.fromkeys(ACTIONS, 0) for a in ACTIONS}
     for c in comparisons:
@@ -78,7 +91,10 @@ def build_report(
     return {
         "live_model": live,
         "candidate_model": candidate,
-        "posts": n,
+        "posts": len(entries),
+        "compared": n,
+        "candidate_errors": errors,
+        "non_finite": len(entries) - n - errors,
         "agreement": round(1 - len(flips) / n, 6) if n else None,
         "flips": len(flips),
         "flip_share": round(len(flips) / n, 6) if n else None,
@@ -103,11 +119,19 @@ def _pct(share: float | None) -> str:
     return "n/a" if share is None else f"{100 * share:.1f}%"
 
 
+def _non_finite_line(report: dict[str, Any]) -> list[str]:
+    if not report["non_finite"]:
+        return []
+    return [f"- Left out for a score that is not finite: {report['non_finite']}"]
+
+
 def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# Shadow comparison: {report['live_model']} (live) vs {report['candidate_model']}",
         "",
-        f"- Posts compared: {report['posts']}",
+        f"- Posts: {report['posts']}; compared: {report['compared']}",
+        f"- No candidate score (candidate errors): {report['candidate_errors']}",
+        *_non_finite_line(report),
         f"- Agreement: {_pct(report['agreement'])}; flips: {report['flips']} "
         f"({_pct(report['flip_share'])})",
         "",

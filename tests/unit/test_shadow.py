@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from models.base import Encoded, Scores
-from tests.fakes import FakeModel
+from tests.fakes import FakeConsumer, FakeModel, ListSink, ManualClock, SendingListSink, record
+from worker.batcher import BatchLimits, MicroBatcher, Size
+from worker.checkpoint import Partition
+from worker.loop import LoopConfig, Worker
+from worker.pipeline import Pipeline
 from worker.policy import Policy
 from worker.privacy import Pseudonymiser
-from worker.schema import Post, PostEvent, SourceRef
+from worker.schema import Post, PostEvent, SourceRef, Verdict
 from worker.shadow import Comparison, ShadowLog, ShadowPipeline
 from worker.shadow_report import build_report, markdown, write_report
 
@@ -130,3 +137,120 @@ def test_report_of_no_posts_says_so() -> None:
     report = build_report([], "a", "b")
     assert report["posts"] == 0 and report["agreement"] is None
     assert "No post changes action." in markdown(report)
+
+
+class NaNModel(FakeModel):
+    """A candidate that scores 'fake' posts NaN (and 'hate' posts out of range)."""
+
+    def predict_encoded(self, items: Sequence[Encoded]) -> list[Scores]:
+        scores = super().predict_encoded(items)
+        for item, s in zip(items, scores, strict=True):
+            if "fake" in self._words_of(item):
+                s["misinformation"]["fake"] = float("nan")
+            if "hate" in self._words_of(item):
+                s["sentiment"]["negative"] = 1.5
+        return scores
+
+
+class ShortModel(FakeModel):
+    """A candidate that returns one result fewer than it is given posts."""
+
+    def predict_encoded(self, items: Sequence[Encoded]) -> list[Scores]:
+        return super().predict_encoded(items)[1:]
+
+
+def live_verdicts(texts: Sequence[str]) -> list[tuple[str, str, float]]:
+    verdicts = Pipeline(FakeModel(), Policy(), Pseudonymiser(b"k")).classify(posts(texts))
+    return [(v.post_id, v.action.value, v.misinformation.score) for v in verdicts]
+
+
+@pytest.mark.parametrize(
+    "candidate",
+    [FakeModel(fail_on="hate", version="cand-3"), ShortModel(version="cand-3")],
+    ids=["raises", "wrong-count"],
+)
+def test_a_failing_candidate_leaves_the_live_verdicts_and_is_counted(
+    tmp_path: Path, candidate: FakeModel, caplog: pytest.LogCaptureFixture
+) -> None:
+    shadow = pipeline(tmp_path, candidate)
+    with caplog.at_level(logging.WARNING, logger="worker.shadow"):
+        verdicts = shadow.classify(posts(TEXTS))
+    assert [(v.post_id, v.action.value, v.misinformation.score) for v in verdicts] == (
+        live_verdicts(TEXTS)
+    )
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "cand-3" in warnings[0].getMessage()  # once per batch
+    report = build_report(ShadowLog(tmp_path / "shadow.jsonl").read(), "fake-1", "cand-3")
+    assert report["posts"] == 5 and report["candidate_errors"] == 5
+    assert report["compared"] == 0 and report["agreement"] is None
+    assert "No candidate score (candidate errors): 5" in markdown(report)
+
+
+def test_non_finite_or_out_of_range_candidate_scores_are_candidate_errors(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    shadow = pipeline(tmp_path, NaNModel(version="fake-nan"))
+    with caplog.at_level(logging.WARNING, logger="worker.shadow"):
+        verdicts = shadow.classify(posts(TEXTS))
+    assert [(v.post_id, v.action.value, v.misinformation.score) for v in verdicts] == (
+        live_verdicts(TEXTS)
+    )
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "fake-nan" in warnings[0].getMessage()
+    assert "NaN" not in (tmp_path / "shadow.jsonl").read_text()  # never reaches the log
+    report = build_report(ShadowLog(tmp_path / "shadow.jsonl").read(), "fake-1", "fake-nan")
+    assert (report["posts"], report["compared"], report["candidate_errors"]) == (5, 3, 2)
+    assert sum(report["scores"]["fake"]["candidate"]["histogram"]) == 3
+
+
+def test_a_candidate_failing_on_every_batch_never_dead_letters_nor_stops_the_worker(
+    tmp_path: Path,
+) -> None:
+    consumer = FakeConsumer()
+    redis, dlq = ListSink("redis"), SendingListSink("dead_letter")
+    worker = Worker(
+        consumer,
+        MicroBatcher(
+            BatchLimits(2, 0.05, 10_000),
+            lambda p: Size(p.encoded.rows, p.encoded.tokens),
+            clock=ManualClock(),
+        ),
+        pipeline(tmp_path, FakeModel(fail_on="*", version="cand-3")),
+        [redis, SendingListSink("kafka")],
+        dlq,
+        LoopConfig(model_failure_limit=2),
+        clock=ManualClock(),
+        threaded=False,
+    )
+    consumer.subscribe(worker._on_revoked, worker._on_assigned)
+    consumer.queue = [record(i, {"post_id": f"p{i}", "text": t}) for i, t in enumerate(TEXTS)]
+    for _ in range(3):
+        worker.step()
+    assert sorted(v.post_id for v in redis.items if isinstance(v, Verdict)) == [
+        f"p{i}" for i in range(5)
+    ]
+    assert dlq.items == []
+    assert consumer.committed() == {Partition("posts", 0): 5}
+    report = build_report(ShadowLog(tmp_path / "shadow.jsonl").read(), "fake-1", "cand-3")
+    assert report["candidate_errors"] == 5
+
+
+def test_report_skips_and_counts_non_finite_scores_of_an_old_log(tmp_path: Path) -> None:
+    log = ShadowLog(tmp_path / "s.jsonl")
+    log.append(
+        [
+            comparison(0, "allow", "allow", (0.1, 0.12)),
+            comparison(1, "review", "allow", (0.6, float("nan"))),  # as logged before checks
+            comparison(2, "allow", "block", (0.1, float("inf"))),
+            comparison(3, "review", "block", (0.6, 0.95)),
+        ]
+    )
+    report = build_report(log.read(), "live-1", "cand-2")
+    assert (report["posts"], report["compared"], report["non_finite"]) == (4, 2, 2)
+    assert report["candidate_errors"] == 0
+    assert report["flips"] == 1 and report["agreement"] == 0.5
+    assert [f["post_id"] for f in report["top_flips"]] == ["p3"]
+    assert sum(report["scores"]["fake"]["candidate"]["histogram"]) == 2
+    assert "Left out for a score that is not finite: 2" in markdown(report)
+    paths = write_report(report, tmp_path / "out")
+    json.loads(paths["json"].read_text(), parse_constant=pytest.fail)  # strict JSON, no NaN
