@@ -26,6 +26,13 @@ class Partition(NamedTuple):
     partition: int
 
 
+class OffsetOrderError(RuntimeError):
+    """A partition's offset was tracked at or below one tracked before it, with no
+    revocation or abort between. The done prefix follows the order offsets were tracked in,
+    so the lower one could be committed past: the worker stops instead (the next start
+    reads from the committed offset, so nothing is lost)."""
+
+
 class OffsetTracker:
     """Per partition: offsets handed out, offsets done, and what was last committed."""
 
@@ -35,9 +42,19 @@ class OffsetTracker:
         self._pending: dict[Partition, OrderedDict[int, bool]] = {}
         self._next: dict[Partition, int] = {}  # next offset to commit, once done
         self._committed: dict[Partition, int] = {}
+        self._last: dict[Partition, int] = {}  # the last offset tracked, since forget/discard
 
     def track(self, tp: Partition, offset: int) -> None:
-        """A record was polled and is now in flight."""
+        """A record was polled and is now in flight. A partition's offsets must rise until
+        it is forgotten or discarded (a seek back comes only after one of them): raises
+        :class:`OffsetOrderError` otherwise, rather than commit past the lower offset."""
+        last = self._last.get(tp)
+        if last is not None and offset <= last:
+            raise OffsetOrderError(
+                f"{tp.topic}[{tp.partition}]: offset {offset} tracked after {last} with no "
+                "revocation or abort between; stopping rather than commit past it"
+            )
+        self._last[tp] = offset
         pending = self._pending.setdefault(tp, OrderedDict())
         pending[offset] = False
 
@@ -84,6 +101,7 @@ class OffsetTracker:
         records will be read again from the committed offset."""
         for tp in partitions:
             self._pending.pop(tp, None)
+            self._last.pop(tp, None)
             if tp in self._committed:
                 self._next[tp] = self._committed[tp]
             else:
@@ -93,6 +111,7 @@ class OffsetTracker:
         """The partitions were revoked: whatever is still in flight will be redelivered."""
         for tp in partitions:
             self._pending.pop(tp, None)
+            self._last.pop(tp, None)
             self._next.pop(tp, None)
             self._committed.pop(tp, None)
 

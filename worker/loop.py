@@ -26,7 +26,7 @@ import logging
 import queue
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from kafka.errors import KafkaError
@@ -262,7 +262,7 @@ class Worker:
     # --- the step --------------------------------------------------------------------------
     def step(self) -> None:
         records = self._poll()
-        self._apply_rebalances()
+        records = self._apply_rebalances(records)  # drops what a rebalance made stale
         self._accept(records)
         if not self._threaded:
             self.stages.run_inline()
@@ -376,37 +376,62 @@ class Worker:
     def _on_assigned(self, assigned: set[Partition]) -> None:
         self._rebalances.put(("assigned", set(assigned)))
 
-    def _apply_rebalances(self) -> None:
+    def _apply_rebalances(self, polled: Sequence[Record] = ()) -> list[Record]:
+        """Apply the queued rebalances; return the records of ``polled`` still to accept.
+
+        kafka-python runs a rebalance inside ``poll()``, and a partition that stays with (or
+        comes straight back to) this member keeps its fetch position: that same poll
+        returns its records from past the work dropped here. Accepted, they would be
+        tracked ahead of that work's second reading, so their verdicts would commit past it
+        (and, exactly-once, be written again with it). So a partition that is revoked,
+        given back to be read again, or rewound by the abort, drops this poll's records
+        too, and reads again from the lower of its first unfinished offset and theirs."""
+        unread = _first_offsets(polled)
+        moved: set[Partition] = set()
         while True:
             try:
                 kind, partitions = self._rebalances.get_nowait()
             except queue.Empty:
-                return
+                break
             if kind == "revoked":
-                self._revoke(partitions)
+                moved |= self._revoke(partitions, unread)
             else:
-                self._assign(partitions)
+                moved |= self._assign(partitions, unread)
+        if not moved:
+            return list(polled)
+        return [record for record in polled if record.tp not in moved]
 
-    def _revoke(self, revoked: set[Partition]) -> None:
+    def _revoke(self, revoked: set[Partition], unread: Mapping[Partition, int]) -> set[Partition]:
         """Commit what is done for the revoked partitions and discard the rest: the next
         owner starts from the committed offset, so nothing is lost (at worst redone). Work
         of theirs still in a stage is dropped there, and a late acknowledgement ignored.
         Exactly-once: the group has moved on, so the open transaction cannot commit: it is
-        aborted, and every partition restarts from its committed offset."""
+        aborted, and every partition restarts from its committed offset.
+        ``unread``: the first offset per partition of records polled but not yet accepted;
+        they are dropped with the rest. Returns the partitions whose records go."""
         if not revoked:  # kafka-python announces an empty revocation before the first join
-            return
+            return set()
         if self._txn is None:
             self._settle()
             self._checkpoint.commit(only=revoked, timeout_s=self._commit_bound_s)
             # Where to read again if a partition comes straight back to this member: its
             # fetch position is past the records dropped here, and they must not be skipped.
             self._rewind_to = {
-                tp: off for tp in revoked if (off := self._tracker.first_unfinished(tp)) is not None
+                tp: off
+                for tp in revoked
+                if (off := _lowest(self._tracker.first_unfinished(tp), unread.get(tp))) is not None
             }
+            moved = set(revoked)
         else:
+            # The unread records count as handed out: the abort reads them again with the
+            # rest, on the partitions it rewinds and on the revoked ones.
+            for tp, off in unread.items():
+                if tp in revoked or tp in self._txn_from:
+                    self._txn_from[tp] = min(off, self._txn_from.get(tp, off))
             uncommitted = dict(self._txn_from)
             self._abort_transaction("partitions revoked")
             self._rewind_to = {tp: off for tp, off in uncommitted.items() if tp in revoked}
+            moved = revoked | uncommitted.keys()
         left = self._tracker.in_flight()
         self._generations.bump(revoked)
         self._tracker.forget(revoked)
@@ -424,9 +449,19 @@ class Worker:
             sorted(revoked),
             left - self._tracker.in_flight(),
         )
+        return moved
 
-    def _assign(self, assigned: set[Partition]) -> None:
-        self._consumer.rewind({tp: off for tp, off in self._rewind_to.items() if tp in assigned})
+    def _assign(self, assigned: set[Partition], unread: Mapping[Partition, int]) -> set[Partition]:
+        """Seek a partition that comes back to where its dropped work starts. A join that
+        outlasts a poll assigns it in a later poll than the revocation, and that poll's
+        records for it come from the position kept meanwhile: they are read again too.
+        Returns the partitions whose unread records go."""
+        rewind = {
+            tp: min(off, unread.get(tp, off))
+            for tp, off in self._rewind_to.items()
+            if tp in assigned
+        }
+        self._consumer.rewind(rewind)
         self._rewind_to = {}
         self.assigned |= assigned
         metrics.ASSIGNED_PARTITIONS.set(len(self.assigned))
@@ -434,6 +469,7 @@ class Worker:
             self._consumer.resume()
             self._consumer.pause()
         log.info("partitions assigned: %s", sorted(assigned))
+        return set(rewind)
 
     # --- exactly-once ----------------------------------------------------------------------
     def _transaction_step(self) -> None:
@@ -519,3 +555,17 @@ class Worker:
                 self._abort_transaction("stopping with records in flight", within_s)
         except TransactionAbortError as exc:
             log.error("%s: the broker aborts it when it times out", exc)
+
+
+def _first_offsets(records: Sequence[Record]) -> dict[Partition, int]:
+    """The lowest offset per partition among ``records``."""
+    first: dict[Partition, int] = {}
+    for record in records:
+        first[record.tp] = min(record.offset, first.get(record.tp, record.offset))
+    return first
+
+
+def _lowest(*offsets: int | None) -> int | None:
+    """The lowest of the offsets that are known, if any."""
+    known = [off for off in offsets if off is not None]
+    return min(known) if known else None

@@ -1,4 +1,6 @@
-from worker.checkpoint import OffsetTracker, Partition
+import pytest
+
+from worker.checkpoint import OffsetOrderError, OffsetTracker, Partition
 from worker.consumer import InputConsumer
 
 P0, P1 = Partition("posts", 0), Partition("posts", 1)
@@ -36,6 +38,29 @@ def test_forgotten_partitions_ignore_late_results() -> None:
     t.forget([P0])
     assert t.done(P0, 3) is False
     assert t.committable() == {} and t.in_flight() == 0
+
+
+def test_an_offset_not_above_the_last_tracked_is_refused_until_the_partition_is_reset() -> None:
+    """The done prefix follows the order offsets are tracked in: one tracked below another
+    of its partition could be committed past, so it is refused, until a revocation
+    (forget) or an abort (discard) ends what was tracked and the partition reads again."""
+    t = OffsetTracker()
+    t.track(P0, 5)
+    t.track(P0, 6)
+    t.track(P1, 2)  # each partition on its own
+    t.done(P0, 5)
+    t.done(P0, 6)  # done and gone from the tracker: still the last one tracked
+    for stale in (6, 4):
+        with pytest.raises(OffsetOrderError):
+            t.track(P0, stale)
+    t.track(P0, 9)  # a gap (compaction, transaction markers) is fine
+    t.forget([P0])
+    t.track(P0, 5)  # revoked: read again from the rewind
+    t.mark_committed(t.committable())
+    t.discard([P0, P1])
+    t.track(P0, 5)  # aborted: read again from the committed offset
+    t.track(P1, 2)
+    assert t.in_flight() == 2
 
 
 def test_checkpoint_commits_only_the_acknowledged_prefix_and_retries_a_failed_commit() -> None:

@@ -10,7 +10,7 @@ import pytest
 from kafka.errors import KafkaError
 
 from tests.fakes import ManualClock, SendingListSink, record
-from tests.unit.test_loop import P0, P1, Rig, post
+from tests.unit.test_loop import P0, P1, LogConsumer, Rig, post
 from worker.app import RestartsInPlace
 from worker.checkpoint import Partition
 from worker.loop import TransactionAbortError
@@ -198,6 +198,69 @@ def test_a_revocation_aborts_the_open_transaction_instead_of_committing() -> Non
         rig.clock.advance(1.0)
         rig.worker.step()
     assert rig.visible_ids() == ["p0"] and rig.producer.offsets == {P0: 1}
+
+
+def eos_log(n: int, **kwargs: Any) -> tuple[EosRig, LogConsumer]:
+    log = LogConsumer({P0: [record(i, post(i)) for i in range(n)]})
+    return EosRig(consumer=log, **kwargs), log
+
+
+def all_ids(rig: EosRig) -> list[str]:
+    """Every verdict a read_committed reader sees, duplicates kept."""
+    return sorted(v.post_id for v in rig.producer.visible if isinstance(v, Verdict))
+
+
+def test_a_partition_given_straight_back_redoes_its_transaction_before_newer_records() -> None:
+    """The poll that runs an eager rebalance returns records from the kept position: they
+    are read again after the aborted transaction's records, not written ahead of them (and
+    again with them) into the next transaction."""
+    rig, log = eos_log(6, max_size=3)
+    rig.worker.step()  # 0, 1, 2 written into the open transaction
+    log.rebalance(("revoked", {P0}), ("assigned", {P0}))
+    rig.worker.step()  # aborted; the poll that rebalanced returned 3, 4, 5
+    assert log.rewound[-1] == {P0: 0}
+    for _ in range(4):
+        rig.clock.advance(1.0)
+        rig.worker.step()
+    assert all_ids(rig) == [f"p{i}" for i in range(6)]  # once each
+    assert rig.producer.offsets == {P0: 6}
+
+
+def test_an_abort_after_a_rebalance_rewinds_to_the_first_record_not_committed() -> None:
+    rig, log = eos_log(9, max_size=3)
+    rig.worker.step()  # 0, 1, 2 into the open transaction
+    log.rebalance(("revoked", {P0}), ("assigned", {P0}))
+    rig.kafka.failures = 10**6  # the output topic refuses for a while ...
+    rig.worker.step()  # aborted by the rebalance; 3, 4, 5 returned with it
+    rig.worker.step()  # 0, 1, 2 read again; the send fails: aborted again
+    assert log.rewound[-1] == {P0: 0}
+    rig.kafka.failures = 0  # ... and recovers
+    for _ in range(6):
+        rig.clock.advance(1.0)
+        rig.worker.step()
+    assert all_ids(rig) == [f"p{i}" for i in range(9)]
+    assert rig.producer.offsets == {P0: 9}
+
+
+def test_a_revocation_rewinds_kept_partitions_past_what_the_same_poll_returned() -> None:
+    """The abort a revocation causes rewinds every partition with work in the transaction,
+    kept ones too: the records that poll returned for them are read again, not kept."""
+    log = LogConsumer(
+        {
+            P0: [record(i, post(i)) for i in range(6)],
+            P1: [record(i, post(100 + i), partition=1) for i in range(3)],
+        }
+    )
+    rig = EosRig(consumer=log, max_size=3)
+    rig.worker.step()  # p0-p2 and p100-p102 into the open transaction
+    log.rebalance(("revoked", {P1}))  # P1 goes, P0 stays (cooperative): its work is aborted
+    rig.worker.step()  # the poll returned 3, 4, 5 of P0
+    assert log.rewound[-1] == {P0: 0, P1: 0}
+    for _ in range(4):
+        rig.clock.advance(1.0)
+        rig.worker.step()
+    assert all_ids(rig) == [f"p{i}" for i in range(6)]
+    assert rig.producer.offsets == {P0: 6}
 
 
 def test_an_abort_that_fails_stops_the_worker() -> None:

@@ -10,7 +10,8 @@ from prometheus_client import REGISTRY
 
 from tests.fakes import FakeConsumer, FakeModel, ListSink, ManualClock, SendingListSink, record
 from worker.batcher import BatchLimits, MicroBatcher, Size
-from worker.checkpoint import Partition
+from worker.checkpoint import OffsetOrderError, Partition
+from worker.consumer import Record
 from worker.flow import Prepared
 from worker.loop import FINAL_COMMIT_S, LoopConfig, Worker
 from worker.pipeline import Pipeline
@@ -35,11 +36,12 @@ class Rig:
         kafka: SendingListSink | None = None,
         dlq: SendingListSink | None = None,
         transactions: Transactions | None = None,
+        consumer: FakeConsumer | None = None,
         **config: object,
     ) -> None:
         self.clock = ManualClock()
         self.sleeps: list[float] = []
-        self.consumer = FakeConsumer()
+        self.consumer = consumer or FakeConsumer()
         self.model = model or FakeModel()
         self.redis = redis or ListSink("redis")
         self.kafka = kafka or SendingListSink("kafka")
@@ -72,6 +74,52 @@ class Rig:
 
     def letters(self) -> list[DeadLetter]:
         return [d for d in self.dlq.items if isinstance(d, DeadLetter)]
+
+
+class LogConsumer(FakeConsumer):
+    """Partition logs read from a fetch position each, as kafka-python reads them.
+
+    ``rewind`` seeks. A rebalance set up with :meth:`rebalance` runs inside the next
+    ``poll`` (the listener fires there), and that poll then returns records from the
+    positions kept through it: kafka-python keeps a partition's state, its position
+    included, when the partition is assigned to the same member again. A revoked partition
+    is not fetched until it is assigned again."""
+
+    def __init__(self, logs: dict[Partition, list[Record]], per_poll: int = 3) -> None:
+        super().__init__()
+        self.logs = logs
+        self.position = dict.fromkeys(logs, 0)
+        self.owned = set(logs)
+        self.per_poll = per_poll  # records per partition per poll
+        self._rebalance: list[tuple[str, set[Partition]]] = []
+
+    def rebalance(self, *events: tuple[str, set[Partition]]) -> None:
+        """Run these listener calls inside the next poll."""
+        self._rebalance = list(events)
+
+    def poll(self, timeout_ms: int, max_records: int) -> list[Record]:
+        for kind, partitions in self._rebalance:
+            if kind == "revoked":
+                assert self.on_revoked is not None
+                self.owned -= partitions
+                self.on_revoked(partitions)
+            else:
+                assert self.on_assigned is not None
+                self.owned |= partitions
+                self.on_assigned(partitions)
+        self._rebalance = []
+        if self.paused:
+            return []
+        out: list[Record] = []
+        for tp in sorted(self.owned):
+            at = self.position[tp]
+            out += self.logs[tp][at : at + self.per_poll]
+            self.position[tp] = min(at + self.per_poll, len(self.logs[tp]))
+        return out
+
+    def rewind(self, offsets: dict[Partition, int]) -> None:
+        super().rewind(offsets)
+        self.position.update(offsets)
 
 
 def post(i: int, text: str = "hello world", **extra: object) -> dict[str, object]:
@@ -300,6 +348,90 @@ def test_a_partition_that_comes_back_is_read_again_and_late_results_are_ignored(
     # The stale p2 job was dropped at the writer; only the new reading was written.
     assert [v.post_id for v in rig.verdicts()] == ["p0", "p1", "p2"]
     assert rig.consumer.committed() == {P0: 3}
+
+
+def skipped(committed: int, written: Sequence[str]) -> list[int]:
+    """Offsets below ``committed`` whose post (post i at offset i) has no verdict written."""
+    return [i for i in range(committed) if f"p{i}" not in written]
+
+
+def test_a_partition_given_straight_back_rereads_its_dropped_work_before_newer_records() -> None:
+    """kafka-python runs an eager rebalance inside poll(), and a partition the member keeps
+    holds its fetch position: that same poll returns the records after the ones in flight.
+    Tracked ahead of the dropped work's second reading, their verdicts committed past it
+    (a crash or another rebalance then lost it) and the committed offset went backwards."""
+    log = LogConsumer({P0: [record(i, post(i)) for i in range(9)]})
+    rig = Rig(max_size=2, redis=ListSink("redis", fail_if=refuses("p2")), consumer=log)
+    rig.worker.step()  # 0, 1, 2 polled: p0, p1 committed; p2 stuck in the writer
+    assert log.committed() == {P0: 2}
+    log.rebalance(("revoked", {P0}), ("assigned", {P0}))
+    rig.clock.advance(1)
+    rig.worker.step()  # the poll that rebalances returns 3, 4, 5 from the kept position
+    assert log.rewound == [{P0: 2}]  # read again from p2, the first unfinished
+    # A kill -9 or a second rebalance now: the next reader starts at p2, the first post
+    # with no verdict, however far the rest got.
+    for _ in range(3):
+        rig.clock.advance(1)
+        rig.worker.step()
+        written = [v.post_id for v in rig.verdicts()]
+        assert skipped(log.committed()[P0], written) == []
+    rig.redis.fail_if = None
+    for _ in range(6):
+        rig.clock.advance(1)
+        rig.worker.step()
+        assert skipped(log.committed()[P0], [v.post_id for v in rig.verdicts()]) == []
+    assert [v.post_id for v in rig.verdicts()] == [f"p{i}" for i in range(9)]  # once each
+    commits = [c[P0] for c in log.commits]
+    assert commits == sorted(commits) and commits[-1] == 9  # never backwards
+
+
+def test_a_partition_assigned_back_in_a_later_poll_drops_what_that_poll_returned() -> None:
+    """A join that outlasts a poll: the revocation comes in one poll, the assignment in a
+    later one, and the poll that assigns returns records from the position kept through."""
+    log = LogConsumer({P0: [record(i, post(i)) for i in range(9)]})
+    rig = Rig(max_size=2, redis=ListSink("redis", fail_if=refuses("p2")), consumer=log)
+    rig.worker.step()  # p0, p1 committed; p2 stuck in the writer
+    log.rebalance(("revoked", {P0}))
+    rig.worker.step()  # the join goes on: nothing fetched for P0 meanwhile
+    assert log.rewound == []
+    log.rebalance(("assigned", {P0}))
+    rig.clock.advance(1)
+    rig.worker.step()  # returns 3, 4, 5: dropped, read again after p2
+    assert log.rewound == [{P0: 2}]
+    for _ in range(3):  # p2 still refused: nothing committed past it
+        rig.clock.advance(1)
+        rig.worker.step()
+        assert skipped(log.committed()[P0], [v.post_id for v in rig.verdicts()]) == []
+    rig.redis.fail_if = None
+    for _ in range(8):
+        rig.clock.advance(1)
+        rig.worker.step()
+        assert skipped(log.committed()[P0], [v.post_id for v in rig.verdicts()]) == []
+    assert [v.post_id for v in rig.verdicts()] == [f"p{i}" for i in range(9)]
+    assert log.committed() == {P0: 9}
+
+
+def test_a_partition_given_back_with_nothing_in_flight_reads_the_rebalancing_poll_again() -> None:
+    log = LogConsumer({P0: [record(i, post(i)) for i in range(6)]})
+    rig = Rig(max_size=3, consumer=log)
+    rig.worker.step()  # 0, 1, 2 written and committed
+    log.rebalance(("revoked", {P0}), ("assigned", {P0}))
+    rig.worker.step()  # returns 3, 4, 5: dropped with the rebalance, read again from 3
+    assert log.rewound == [{P0: 3}] and log.committed() == {P0: 3}
+    rig.worker.step()
+    assert [v.post_id for v in rig.verdicts()] == [f"p{i}" for i in range(6)]
+    assert log.committed() == {P0: 6}
+
+
+def test_an_offset_polled_below_one_in_flight_stops_the_worker_before_any_commit() -> None:
+    """Defence in depth: the done prefix follows the order records are tracked in, so a
+    lower offset after a higher one (without a revocation between) could be committed
+    past: the worker refuses it loudly instead."""
+    rig = Rig(max_size=4)
+    rig.consumer.queue = [record(0, post(0)), record(3, post(3)), record(1, post(1))]
+    with pytest.raises(OffsetOrderError, match=r"offset 1 tracked after 3"):
+        rig.worker.step()
+    assert rig.consumer.commits == []
 
 
 def test_stop_drains_what_is_in_flight_and_commits() -> None:
