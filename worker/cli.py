@@ -7,21 +7,41 @@ import logging
 import sys
 from pathlib import Path
 
-from worker.config import ConfigError, Settings, describe_settings, load_settings
+from worker.config import (
+    ConfigError,
+    Settings,
+    describe_settings,
+    load_settings,
+    unknown_variables,
+)
 from worker.errors import StartupError
 
 SETTINGS_HELP = "settings (environment variables):\n" + describe_settings()
 
 
+log = logging.getLogger("modstream")
+
+
 def _settings(args: argparse.Namespace) -> Settings:
-    return load_settings(args.env_file)
+    """The settings, with logging set up at their level and a warning for each thing in
+    them an operator would not want unnoticed: a misspelt variable (ignored, so its setting
+    keeps its default) and, for the commands that pseudonymise, the development key."""
+    settings = load_settings(args.env_file)
+    _logging(settings.log_level)
+    for problem in unknown_variables():
+        log.warning("%s; it is ignored", problem)
+    if args.command in ("run", "replay") and settings.development_key:
+        log.warning(
+            "MODSTREAM_PSEUDONYM_KEY is the development default: anyone with the source can "
+            "reverse the author pseudonyms by hashing candidate ids; set a secret key"
+        )
+    return settings
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from worker.app import run
 
     settings = _settings(args)
-    _logging(settings.log_level)
     return run(settings)
 
 
@@ -30,7 +50,6 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from worker.replay_run import ReplayOptions, run_replay
 
     settings = _settings(args)
-    _logging(settings.log_level)
     try:
         window = [None if t is None else parse_time(t) for t in (args.from_time, args.to_time)]
     except ValueError as exc:
@@ -39,6 +58,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         raise ConfigError("--from must be before --to")
     if args.rate is not None and args.rate <= 0:
         raise ConfigError("--rate must be positive")
+    if not 0 <= args.lateness < float("inf"):  # also refuses nan
+        raise ConfigError("--lateness must be a number of seconds, 0 or more")
     opts = ReplayOptions(
         from_ms=window[0],
         to_ms=window[1],
@@ -53,6 +74,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         compare_with=args.compare_with,
         summary_path=args.summary,
         progress=False if args.no_progress else None,
+        lateness_ms=round(args.lateness * 1000),
     )
     return run_replay(settings, opts)
 
@@ -70,6 +92,14 @@ def add_replay_arguments(rep: argparse.ArgumentParser) -> None:
         dest="to_time",
         metavar="TIME",
         help="end of the window (exclusive; default: the end of the topic when it starts)",
+    )
+    rep.add_argument(
+        "--lateness",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="also score records stamped before --to but written up to this long after "
+        "records stamped at --to (timestamps out of order; default: 60; 0: none)",
     )
     rep.add_argument("--topic", help="topic to replay (default: MODSTREAM_INPUT_TOPIC)")
     rep.add_argument(
@@ -107,14 +137,24 @@ def add_replay_arguments(rep: argparse.ArgumentParser) -> None:
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
-    from worker.produce import file_events, produce, synthetic_events
+    from worker.produce import ProduceError, file_events, produce, synthetic_events
 
+    if args.file is not None and not args.file.is_file():
+        raise ConfigError(f"--file {args.file}: no such file")
+    if args.count is not None and args.count < 0:
+        raise ConfigError("--count must not be negative")
+    if args.rate is not None and args.rate <= 0:
+        raise ConfigError("--rate must be positive (leave it out to send as fast as possible)")
     settings = _settings(args)
-    _logging(settings.log_level)
     events = file_events(args.file) if args.file else synthetic_events(args.seed)
     count = args.count if args.count is not None else (None if args.file else 1000)
-    sent = produce(settings, events, count=count, rate=args.rate, topic=args.topic)
-    print(f"sent {sent} events to {args.topic or settings.input_topic}")
+    topic = args.topic or settings.input_topic
+    try:
+        sent = produce(settings, events, count=count, rate=args.rate, topic=topic)
+    except ProduceError as exc:
+        print(f"modstream: {exc}", file=sys.stderr)
+        return 1
+    print(f"sent {sent} events to {topic}")
     return 0
 
 

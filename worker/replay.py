@@ -2,15 +2,17 @@
 live group member, over partitions it assigns itself, between offsets fixed when it starts.
 
 - :func:`plan_spans` turns a time window into per-partition offset spans
-  (``offsets_for_times``; the end is capped at the end offset at start, so a replay of a
-  live topic still ends).
+  (``offsets_for_times``; the end allows for records written late, and is capped at the
+  end offset at start, so a replay of a live topic still ends).
 - :class:`BoundedConsumer` reads those spans, drops records past the end or outside the
   window, pauses each partition once it reaches its end, and reports :attr:`finished`.
   Its :meth:`~BoundedConsumer.commit` never touches Kafka (no group is used at all): it
   saves the progress to a resume file (:class:`ReplayState`), so a replay killed at any
-  point continues from its last commit.
+  point continues from its last commit. Offsets that retention removed before they were
+  read are skipped from the log start on and counted, never jumped over silently.
 - :class:`Tally` counts what a replay decided, settled at commit, so the counts of a
   resumed replay are exact (nothing counted twice, nothing lost).
+- :class:`ReplayConfig` is what a resume must repeat (models, outputs, lateness).
 """
 
 from __future__ import annotations
@@ -22,12 +24,13 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from kafka import TopicPartition
+from kafka.errors import OffsetOutOfRangeError
 
 from worker.checkpoint import Partition
 from worker.consumer import Record
@@ -36,6 +39,7 @@ from worker.schema import DeadLetter, Verdict
 log = logging.getLogger(__name__)
 
 OUT_OF_WINDOW = "out_of_window"  # tally key: records in the offset span, timestamp outside
+LOST_TO_RETENTION = "lost_to_retention"  # tally key: offsets of the span gone before read
 
 
 def parse_time(text: str) -> int:
@@ -80,11 +84,19 @@ class OffsetSource(Protocol):
 
 
 def plan_spans(
-    source: OffsetSource, topic: str, from_ms: int | None, to_ms: int | None
+    source: OffsetSource,
+    topic: str,
+    from_ms: int | None,
+    to_ms: int | None,
+    lateness_ms: int = 0,
 ) -> dict[Partition, Span]:
-    """Per partition, the offsets whose records are timestamped in ``[from_ms, to_ms)``:
-    from the first record at or after ``from_ms`` to the first at or after ``to_ms``, or to
-    the end offset now when there is none (or when ``to_ms`` is None)."""
+    """Per partition, the offsets that may hold records timestamped in ``[from_ms, to_ms)``:
+    from the first record at or after ``from_ms`` to the first at or after
+    ``to_ms + lateness_ms``, or to the end offset now when there is none (or when ``to_ms``
+    is None). Record timestamps (CreateTime) are not in offset order: a record stamped
+    inside the window may be written after one stamped past its end, and ``lateness_ms``
+    is how long after the window's end such a record is still looked for. The records
+    of a span are filtered by timestamp as they are read (:class:`BoundedConsumer`)."""
     parts = source.partitions_for_topic(topic)
     if not parts:
         raise LookupError(f"topic {topic} does not exist or has no partitions")
@@ -92,7 +104,11 @@ def plan_spans(
     lows = source.beginning_offsets(tps)
     highs = source.end_offsets(tps)
     starts = source.offsets_for_times(dict.fromkeys(tps, from_ms)) if from_ms is not None else {}
-    ends = source.offsets_for_times(dict.fromkeys(tps, to_ms)) if to_ms is not None else {}
+    ends = (
+        source.offsets_for_times(dict.fromkeys(tps, to_ms + lateness_ms))
+        if to_ms is not None
+        else {}
+    )
     spans = {}
     for tp in tps:
         high = highs[tp]
@@ -100,17 +116,62 @@ def plan_spans(
             start = lows[tp]
         else:
             found = starts.get(tp)
-            start = high if found is None else found.offset  # None: nothing that recent
+            # None: nothing that recent; past ``high``: written since the end offsets were read
+            start = high if found is None else min(found.offset, high)
         found_end = ends.get(tp)
         end = high if found_end is None else min(found_end.offset, high)
-        spans[Partition(topic, tp.partition)] = Span(min(start, end), end)
+        # The end is clamped up to the start, never the start down to the end.
+        spans[Partition(topic, tp.partition)] = Span(start, max(start, end))
     return spans
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayConfig:
+    """What a replay scores with, where it writes and how its spans were planned: recorded
+    at its first start, so that a resume cannot mix two models' verdicts, or write part of
+    them somewhere else. Its fields are keys of the resume file."""
+
+    model_version: str
+    candidate_version: str | None  # --compare-with's model; None without one
+    output_topic: str
+    redis_key_prefix: str
+    dead_letter_topic: str
+    overwrite_live: bool
+    lateness_ms: int
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ReplayConfig | None:
+        """None when ``data`` lacks any field (a file written before they were recorded)."""
+        if any(f.name not in data for f in fields(cls)):
+            return None
+        candidate = data["candidate_version"]
+        return cls(
+            model_version=str(data["model_version"]),
+            candidate_version=None if candidate is None else str(candidate),
+            output_topic=str(data["output_topic"]),
+            redis_key_prefix=str(data["redis_key_prefix"]),
+            dead_letter_topic=str(data["dead_letter_topic"]),
+            overwrite_live=bool(data["overwrite_live"]),
+            lateness_ms=int(data["lateness_ms"]),
+        )
+
+    def differences(self, now: ReplayConfig) -> list[str]:
+        """``"name: then -> now"`` for each field that differs."""
+        return [
+            f"{f.name}: {getattr(self, f.name)!r} -> {getattr(now, f.name)!r}"
+            for f in fields(self)
+            if getattr(self, f.name) != getattr(now, f.name)
+        ]
 
 
 @dataclass
 class ReplayState:
     """What a replay must remember to resume: its window, its spans (fixed at the first
-    start) and, per partition, the next offset to process; plus the settled counts."""
+    start) and, per partition, the next offset to process; plus the settled counts and the
+    configuration to hold a resume to (None: a file from before it was recorded)."""
 
     replay_id: str
     topic: str
@@ -120,6 +181,7 @@ class ReplayState:
     next: dict[Partition, int] = field(default_factory=dict)
     counts: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0  # run time of the earlier attempts
+    config: ReplayConfig | None = None
 
     def position(self, tp: Partition) -> int:
         return self.next.get(tp, self.spans[tp].start)
@@ -145,6 +207,7 @@ class ReplayState:
             },
             "counts": dict(self.counts),
             "seconds": self.seconds,
+            **({} if self.config is None else self.config.to_json()),
         }
 
     @classmethod
@@ -160,6 +223,7 @@ class ReplayState:
             next={tp: int(v["next"]) for tp, v in parts.items()},
             counts=Counter({str(k): int(n) for k, n in data.get("counts", {}).items()}),
             seconds=float(data.get("seconds", 0.0)),
+            config=ReplayConfig.from_json(data),
         )
 
     def save(self, path: Path) -> None:
@@ -185,11 +249,22 @@ class Tally:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._pending: dict[Partition, dict[int, str]] = {}
+        # offset -> (outcome, how many offsets it counts for: more than 1 for a lost range)
+        self._pending: dict[Partition, dict[int, tuple[str, int]]] = {}
 
     def note(self, tp: Partition, offset: int, outcome: str) -> None:
         with self._lock:
-            self._pending.setdefault(tp, {})[offset] = outcome
+            self._pending.setdefault(tp, {})[offset] = (outcome, 1)
+
+    def note_lost(self, tp: Partition, start: int, end: int) -> None:
+        """Offsets ``[start, end)`` are gone from the log: one entry, settled like a record
+        at ``start``. An outcome noted inside the range is dropped: that record was never
+        committed and cannot be read again, so it counts as lost, once."""
+        with self._lock:
+            pending = self._pending.setdefault(tp, {})
+            for offset in [o for o in pending if start <= o < end]:
+                del pending[offset]
+            pending[start] = (LOST_TO_RETENTION, end - start)
 
     def settle(self, offsets: Mapping[Partition, int] | None = None) -> Counter[str]:
         """Count and forget the outcomes below each committed offset (all when None)."""
@@ -201,7 +276,8 @@ class Tally:
                     continue
                 settled = [o for o in pending if limit is None or o < limit]
                 for offset in settled:
-                    counted[pending.pop(offset)] += 1
+                    outcome, n = pending.pop(offset)
+                    counted[outcome] += n
         return counted
 
 
@@ -282,11 +358,13 @@ class BoundedConsumer:
         on_revoked: Callable[[set[Partition]], None],
         on_assigned: Callable[[set[Partition]], None],
     ) -> None:
-        """Assign the unfinished partitions, each at its resume position; no group."""
+        """Assign the unfinished partitions, each at its resume position (or at the log
+        start, where retention removed the records there); no group."""
         todo = sorted(self._open)
         self._source.assign([_tp(tp) for tp in todo])
         for tp in todo:
             self._source.seek(_tp(tp), self.state.position(tp))
+        self._skip_lost({tp: self.state.position(tp) for tp in todo})
         on_assigned(set(todo))
 
     def poll(self, timeout_ms: int, max_records: int) -> list[Record]:
@@ -297,7 +375,11 @@ class BoundedConsumer:
         if allowed == 0:
             self._sleep(timeout_ms / 1000)
             return []
-        batches = self._source.poll(timeout_ms=timeout_ms, max_records=allowed)
+        try:
+            batches = self._source.poll(timeout_ms=timeout_ms, max_records=allowed)
+        except OffsetOutOfRangeError as exc:  # the consumer has no reset policy: see replay_run
+            self._out_of_range(exc)
+            return []
         out = [r for tp, records in batches.items() for r in self._within(tp, records)]
         self._close_finished()
         self._handed += len(out)
@@ -361,6 +443,46 @@ class BoundedConsumer:
                 self._tally.note(p, r.offset, OUT_OF_WINDOW)  # settled with the next commit
                 continue
             yield Record(r.topic, r.partition, r.offset, ts, r.key, r.value, list(r.headers or []))
+
+    def _out_of_range(self, exc: OffsetOutOfRangeError) -> None:
+        """A fetch asked for offsets no longer in the log (retention or delete-records ran
+        while the replay read): go on from the log start. Anything else is re-raised."""
+        asked = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
+        positions = {Partition(tp.topic, tp.partition): int(o) for tp, o in asked.items()}
+        if not positions:
+            positions = {
+                tp: pos for tp in self._open if (pos := self._source.position(_tp(tp))) is not None
+            }
+        if not self._skip_lost(positions):
+            raise exc
+
+    def _skip_lost(self, positions: Mapping[Partition, int]) -> bool:
+        """Move each partition whose position lies before its log start to the log start
+        (at most its span's end), noting the offsets skipped as lost. True if any moved."""
+        behind = {tp: pos for tp, pos in positions.items() if tp in self._open}
+        if not behind:
+            return False
+        lows = self._source.beginning_offsets([_tp(tp) for tp in behind])
+        moved = False
+        for tp, pos in behind.items():
+            resume_at = min(lows[_tp(tp)], self.state.spans[tp].end)
+            if resume_at <= pos:
+                continue
+            log.warning(
+                "replay %s: offsets %d..%d of %s[%d] left the log before they were read "
+                "(retention or delete-records): %d counted as lost_to_retention",
+                self.state.replay_id,
+                pos,
+                resume_at - 1,
+                tp.topic,
+                tp.partition,
+                resume_at - pos,
+            )
+            self._tally.note_lost(tp, pos, resume_at)
+            self._source.seek(_tp(tp), resume_at)
+            moved = True
+        self._close_finished()
+        return moved
 
     def _close_finished(self) -> None:
         done = [

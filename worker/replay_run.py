@@ -4,7 +4,9 @@ It builds the same :class:`~worker.loop.Worker` as ``run`` (same decoding, batch
 policy and sinks, through :func:`worker.app.build_worker`), with three differences:
 
 - the input is a :class:`~worker.replay.BoundedConsumer` over a time window: no consumer
-  group, so the live group's offsets are never touched; progress goes to a resume file;
+  group, so the live group's offsets are never touched; progress goes to a resume file,
+  with the models and outputs a resume must repeat; it reads committed records only, and
+  has no reset policy, so a position retention removed is never jumped past silently;
 - the sinks write to a replay topic and a replay key prefix unless ``--overwrite-live``
   is given, and every verdict carries ``replay_id``;
 - it ends: once every record of the window is committed it writes a summary (counts by
@@ -26,6 +28,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from kafka import KafkaConsumer
+
 from models.base import Classifier
 from worker import metrics
 from worker.app import build_worker, install_signal_handlers, load_model, make_pipeline, make_policy
@@ -36,8 +40,10 @@ from worker.kafka_client import make_consumer
 from worker.pipeline import Pipeline
 from worker.privacy import Pseudonymiser
 from worker.replay import (
+    LOST_TO_RETENTION,
     OUT_OF_WINDOW,
     BoundedConsumer,
+    ReplayConfig,
     ReplayState,
     Tally,
     TallyingDeadLetters,
@@ -50,7 +56,10 @@ from worker.stages import ModelBrokenError
 
 log = logging.getLogger(__name__)
 
-EXIT_INTERRUPTED = 1  # stopped before the end: rerun with the same --replay-id to resume
+# Stopped before the end: rerun with the same --replay-id to resume. sysexits' EX_TEMPFAIL
+# ("try again"), apart from 1, which an error the replay did not expect exits with.
+EXIT_INTERRUPTED = 75
+DEFAULT_LATENESS_MS = 60_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +77,7 @@ class ReplayOptions:
     compare_with: Path | None = None
     summary_path: Path | None = None
     progress: bool | None = None  # None: a bar when stderr is a terminal
+    lateness_ms: int = DEFAULT_LATENESS_MS  # records stamped in the window, written this late
 
 
 def new_replay_id() -> str:
@@ -103,15 +113,54 @@ def replay_settings(settings: Settings, opts: ReplayOptions, replay_id: str) -> 
     return target
 
 
-def _state(source: Any, target: Settings, opts: ReplayOptions, rid: str, path: Path) -> ReplayState:
+def replay_source(target: Settings) -> KafkaConsumer:
+    """The replay's Kafka consumer: no group; committed records only, as the exactly-once
+    worker reads them (and the end offsets are then the last stable offset, so a span never
+    ends inside an open transaction); and no reset policy, so a position that retention
+    removed raises, and the :class:`BoundedConsumer` goes on from the log start counting
+    the loss, where the live worker's "latest" would end the replay, "earliest" hide it."""
+    return make_consumer(
+        target,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="none",
+        isolation_level="read_committed",
+    )
+
+
+def replay_config(
+    target: Settings, opts: ReplayOptions, model: Classifier, candidate: Classifier | None
+) -> ReplayConfig:
+    """What this run scores with and writes to: recorded at the first start, then held."""
+    return ReplayConfig(
+        model_version=model.version,
+        candidate_version=None if candidate is None else candidate.version,
+        output_topic=target.output_topic,
+        redis_key_prefix=target.redis_key_prefix,
+        dead_letter_topic=target.dlq_topic,
+        overwrite_live=opts.overwrite_live,
+        lateness_ms=opts.lateness_ms,
+    )
+
+
+def _state(
+    source: Any,
+    target: Settings,
+    opts: ReplayOptions,
+    rid: str,
+    path: Path,
+    config: ReplayConfig,
+) -> ReplayState:
     """The saved state of replay ``rid`` (resume), or a new plan fixed now."""
     state = ReplayState.load(path)
     if state is None:
         try:
-            spans = plan_spans(source, target.input_topic, opts.from_ms, opts.to_ms)
+            spans = plan_spans(
+                source, target.input_topic, opts.from_ms, opts.to_ms, opts.lateness_ms
+            )
         except LookupError as exc:
             raise StartupError(f"{exc} (MODSTREAM_INPUT_TOPIC or --topic)") from exc
-        state = ReplayState(rid, target.input_topic, opts.from_ms, opts.to_ms, spans)
+        state = ReplayState(rid, target.input_topic, opts.from_ms, opts.to_ms, spans, config=config)
         state.save(path)
         return state
     asked = (target.input_topic, opts.from_ms, opts.to_ms)
@@ -120,8 +169,26 @@ def _state(source: Any, target: Settings, opts: ReplayOptions, rid: str, path: P
             f"replay {rid} is of topic {state.topic} from {state.from_ms} to {state.to_ms}: "
             "resume it with the same --topic, --from and --to, or start a new --replay-id"
         )
+    _check_config(state.config, config, rid, path)
     log.info("resuming replay %s: %d of %d records done", rid, state.done, state.total)
     return state
+
+
+def _check_config(saved: ReplayConfig | None, asked: ReplayConfig, rid: str, path: Path) -> None:
+    """A resume scores with the same models and writes to the same places, or not at all."""
+    if saved is None:
+        raise ConfigError(
+            f"replay {rid}: {path} does not record the models and outputs it was started "
+            "with (an older modstream wrote it), so resuming could mix verdicts: "
+            "start a new --replay-id"
+        )
+    differ = saved.differences(asked)
+    if differ:
+        raise ConfigError(
+            f"replay {rid} was started otherwise ({'; '.join(differ)}): resume it with the same "
+            "--model, --compare-with, --output-topic, --redis-key-prefix, --overwrite-live, "
+            "--lateness and MODSTREAM_* topics and prefix, or start a new --replay-id"
+        )
 
 
 def _pipeline(
@@ -186,6 +253,7 @@ def summary(state: ReplayState, target: Settings, model: Classifier) -> dict[str
         "topic": state.topic,
         "from": _ms_text(state.from_ms),
         "to": _ms_text(state.to_ms),
+        "lateness_seconds": None if state.config is None else state.config.lateness_ms / 1000,
         "partitions": {
             str(tp.partition): {"start": s.start, "end": s.end}
             for tp, s in sorted(state.spans.items())
@@ -199,6 +267,7 @@ def summary(state: ReplayState, target: Settings, model: Classifier) -> dict[str
         "actions": actions,
         "dead_letters": letters,
         "out_of_window": counts.get(OUT_OF_WINDOW, 0),
+        "lost_to_retention": counts.get(LOST_TO_RETENTION, 0),
         "seconds": round(state.seconds, 3),
         "records_per_second": round(state.total / state.seconds, 1) if state.seconds else None,
     }
@@ -248,9 +317,10 @@ def run_replay(
         if opts.compare_with is not None and candidate is None:
             candidate = load_model(target.model_copy(update={"model_dir": opts.compare_with}))
         metrics.MODEL_INFO.info({"version": model.version, "dir": str(target.model_dir)})
-        source = make_consumer(target, group_id=None, enable_auto_commit=False)
+        source = replay_source(target)
         stack.callback(source.close)
-        state = _state(source, target, opts, rid, state_path)
+        config = replay_config(target, opts, model, candidate)
+        state = _state(source, target, opts, rid, state_path, config)
         tally = Tally()
         consumer = BoundedConsumer(source, state, state_path, tally, rate=opts.rate)
         worker = build_worker(
@@ -307,7 +377,12 @@ def _report(
     out: Callable[[str], None],
 ) -> int:
     result = summary(state, target, model)
+    path = opts.summary_path or run_dir / "summary.json"
+    # First without the shadow section: a report that fails still leaves the summary, and
+    # a rerun with the same --replay-id (nothing left to read) builds the report again.
+    _write_summary(result, path)
     if candidate is not None:
+        log.info("replay %s: summary in %s; building the shadow report", state.replay_id, path)
         from worker.shadow_report import build_report, write_report
 
         report = build_report(
@@ -317,14 +392,18 @@ def _report(
         result["shadow"] = {
             "candidate_model": candidate.version,
             "posts": report["posts"],
+            "compared": report["compared"],
+            "candidate_errors": report["candidate_errors"],
             "agreement": report["agreement"],
             "flips": report["flips"],
             "report": {k: str(p) for k, p in paths.items()},
         }
-    path = opts.summary_path or run_dir / "summary.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(result, indent=2)
-    path.write_text(text + "\n", encoding="utf-8")
-    out(text)
+        _write_summary(result, path)
+    out(json.dumps(result, indent=2))
     log.info("replay %s done; summary in %s", state.replay_id, path)
     return 0
+
+
+def _write_summary(result: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

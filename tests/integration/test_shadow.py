@@ -140,4 +140,5 @@ def test_a_failing_candidate_leaves_the_live_verdicts_written_and_no_dead_letter
     assert report["posts"] == len(posts)
     assert report["compared"] + report["candidate_errors"] == len(posts)
     assert report["candidate_errors"] in errors
+    assert summary["shadow"]["candidate_errors"] == report["candidate_errors"]
     assert report["non_finite"] == 0
