@@ -6,9 +6,10 @@ values), so one bad record can neither stop the worker nor vanish.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -88,14 +89,30 @@ class Post:
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """A record that cannot be moderated, with the original bytes and why."""
+    """A record that cannot be moderated, with the original bytes and why.
+
+    ``headers`` are the original ones; Kafka allows a null value (Java and librdkafka
+    producers write them), which kafka-python reads as None. ``value_size``: the original
+    value's length when ``value`` holds only its first bytes (see :meth:`truncated`), else
+    None."""
 
     reason: DeadLetterReason
     detail: str
     source: SourceRef
     key: bytes | None
     value: bytes | None
-    headers: list[tuple[str, bytes]] = field(default_factory=list)
+    headers: Sequence[tuple[str, bytes | None]] = field(default_factory=list)
+    value_size: int | None = None
+
+    def truncated(self, max_value_bytes: int) -> DeadLetter:
+        """This letter with at most the first ``max_value_bytes`` of its value, recording
+        the original size: a value larger than a producer may send (it reached the input
+        compressed, or through a topic that allows more) must still leave as a letter."""
+        value, limit = self.value or b"", max(0, max_value_bytes)
+        if len(value) <= limit:
+            return self
+        size = len(value) if self.value_size is None else self.value_size
+        return dataclasses.replace(self, value=value[:limit], value_size=size)
 
 
 class SentimentResult(BaseModel):
@@ -151,7 +168,7 @@ def decode(
     source: SourceRef,
     *,
     max_event_bytes: int,
-    headers: list[tuple[str, bytes]] | None = None,
+    headers: Sequence[tuple[str, bytes | None]] | None = None,
 ) -> Post | DeadLetter:
     """Turn one Kafka record into a :class:`Post`, or a :class:`DeadLetter` saying why not.
 
@@ -176,7 +193,7 @@ def decode_stepwise(
     source: SourceRef,
     *,
     max_event_bytes: int,
-    headers: list[tuple[str, bytes]] | None = None,
+    headers: Sequence[tuple[str, bytes | None]] | None = None,
 ) -> Post | DeadLetter:
     """:func:`decode` one check at a time (size, UTF-8, JSON, an object, the fields), so a
     record that fails says which."""

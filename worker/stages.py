@@ -30,7 +30,7 @@ from worker.batcher import MicroBatcher
 from worker.flow import Board, Channel, Completed, Generations, Item, Prepared, Ref, WriteJob
 from worker.pipeline import Pipeline
 from worker.schema import DeadLetter, DeadLetterReason, Verdict
-from worker.sinks import Acknowledgement, SendingSink, Sink, SinkError
+from worker.sinks import Acknowledgement, PermanentSinkError, SendingSink, Sink, SinkError
 from worker.transactions import Transactions
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,13 @@ class Stage(Protocol):
 
 class ModelBrokenError(RuntimeError):
     """The model fails on every post, not on one bad post: stop instead of dead-lettering."""
+
+
+class SinkRefusedError(RuntimeError):
+    """A sink refused a record for good (:class:`PermanentSinkError`): even a dead letter cut
+    to fit, or a verdict. Skipping it would lose the record, and retrying it would stall
+    every record behind it for ever, unready and silent; so the worker stops, loudly, and
+    commits nothing past it."""
 
 
 def model_error_letter(item: Item, exc: BaseException) -> tuple[Ref, DeadLetter]:
@@ -307,6 +314,10 @@ class WriterStage:
 
     :attr:`down` names the sinks whose last write failed (``modstream_sink_up`` 0), until
     one succeeds again; ``/readyz`` is unready meanwhile.
+
+    A sink that refuses a record itself (:class:`PermanentSinkError`: too large, malformed)
+    is not retried: the stage raises :class:`SinkRefusedError` once the attempt is over,
+    which stops the worker with nothing committed past the job.
     """
 
     name = "sinks"
@@ -334,6 +345,7 @@ class WriterStage:
         # Replaced, never mutated: the health server's thread reads it.
         self.down: frozenset[str] = frozenset()
         self._down_since: dict[str, float] = {}
+        self._refused: PermanentSinkError | None = None  # in the attempt under way
 
     def has_work(self) -> bool:
         if self.job is None:
@@ -358,6 +370,13 @@ class WriterStage:
                 if not {"kafka", "dead_letter"} <= job.acked | self._empty_sinks(job):
                     self._txn.send_failed()  # the transaction can only be aborted now
         metrics.STAGE_SECONDS.labels("sinks").observe(time.perf_counter() - started)
+        refused, self._refused = self._refused, None
+        if refused is not None:
+            raise SinkRefusedError(
+                f"{refused}; stopping the worker: retrying cannot help, and skipping would "
+                "lose the record. Nothing from this write is committed: the record is read "
+                "again once the cause is fixed"
+            ) from refused
         if ok:
             self.job = None
             self._complete(job)
@@ -448,6 +467,9 @@ class WriterStage:
 
     def _failed(self, sink: Any, exc: SinkError) -> None:
         metrics.ERRORS.labels(SINK_ERROR_STAGE.get(sink.name, sink.name)).inc()
+        if isinstance(exc, PermanentSinkError):
+            self._refused = self._refused or exc  # raised once the other sinks are done
+            return
         log.warning("%s", exc)
         if sink.name not in self.down and sink.name in metrics.SINKS:
             self.down = self.down | {sink.name}

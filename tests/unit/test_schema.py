@@ -96,3 +96,19 @@ def test_a_lone_surrogate_is_an_invalid_field_not_a_post(field: str) -> None:
 def test_a_surrogate_pair_escape_is_text() -> None:
     post = _decode(b'{"post_id": "p", "text": "smile \\ud83d\\ude00"}')
     assert isinstance(post, Post) and post.event.text == "smile \U0001f600"
+
+
+def test_a_truncated_letter_keeps_a_prefix_and_the_original_size() -> None:
+    letter = _decode(b"x" * 1500)
+    assert isinstance(letter, DeadLetter) and letter.reason == DeadLetterReason.TOO_LARGE
+    assert letter.value_size is None  # decode keeps the whole value; the sink cuts it
+    cut = letter.truncated(100)
+    assert (cut.value, cut.value_size) == (b"x" * 100, 1500)
+    assert cut.truncated(10).value_size == 1500  # cut again: still the original's size
+    assert letter.truncated(1500) is letter and letter.truncated(-1).value == b""
+
+
+def test_a_null_header_value_is_kept_in_the_dead_letter() -> None:
+    # Kafka allows null header values; kafka-python reads them as None.
+    letter = decode(None, b"{", SRC, max_event_bytes=1000, headers=[("trace", None)])
+    assert isinstance(letter, DeadLetter) and list(letter.headers) == [("trace", None)]

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
+
+import pytest
 
 from tests.fakes import FakeModel, ListSink, ManualClock, SendingListSink
 from worker.flow import Board, Channel, Completed, Generations, Ref, WriteJob
@@ -10,20 +14,21 @@ from worker.pipeline import Pipeline
 from worker.policy import Policy
 from worker.privacy import Pseudonymiser
 from worker.schema import DeadLetter, DeadLetterReason, Post, PostEvent, SourceRef, Verdict
-from worker.stages import MERGE_RESULTS, WriterStage
+from worker.sinks import PermanentSinkError
+from worker.stages import MERGE_RESULTS, SinkRefusedError, WriterStage
 
 NOW = datetime(2026, 11, 30, tzinfo=UTC)
 
 
 class Writer:
-    def __init__(self, redis_failures: int = 0) -> None:
+    def __init__(self, redis_failures: int = 0, dlq: SendingListSink | None = None) -> None:
         self.clock = ManualClock()
         board = Board()
         self.inbox: Channel[WriteJob] = Channel(board, capacity=4)
         self.outbox: Channel[Completed] = Channel(board)
         self.redis = ListSink("redis", failures=redis_failures)
         self.kafka = SendingListSink("kafka")
-        self.dlq = SendingListSink("dead_letter")
+        self.dlq = dlq or SendingListSink("dead_letter")
         self.stage = WriterStage(
             [self.redis, self.kafka],
             self.dlq,
@@ -109,3 +114,36 @@ def test_a_merged_write_that_fails_is_retried_whole_and_settles_once() -> None:
     assert post_ids(w.redis.items) == ["p0", "p1", "p2", "p3"]
     assert post_ids(w.kafka.items) == ["p0", "p1", "p2", "p3"]
     assert w.completed() == [[0, 1, 2, 3]]
+
+
+class RefusingLetters(SendingListSink):
+    """A dead-letter topic that refuses every letter for good (PermanentSinkError)."""
+
+    def __init__(self) -> None:
+        super().__init__("dead_letter")
+
+    def send_batch(self, items: Sequence[object]) -> Any:
+        self.attempts += 1
+        raise PermanentSinkError("dead-letter topic refused the dead letter of posts[0]@1")
+
+
+def test_a_letter_refused_for_good_stops_the_writer_instead_of_retrying_for_ever() -> None:
+    w = Writer(dlq=RefusingLetters())
+    w.queue_verdicts(1)
+    w.queue_letter()
+    w.queue_verdicts(1)
+    with pytest.raises(SinkRefusedError, match=r"posts\[0\]@1.*stopping the worker"):
+        w.stage.work()
+    assert w.dlq.attempts == 1
+    assert post_ids(w.redis.items) == ["p0", "p2"]  # the other sinks' writes still finish
+    assert w.completed() == []  # nothing of the job is reported, so none of it is committed
+    assert w.stage.down == frozenset()  # not down: refused, which no retry would change
+
+
+def test_a_dead_letter_sink_that_is_down_is_still_retried() -> None:
+    w = Writer(dlq=SendingListSink("dead_letter", failures=2))
+    w.queue_letter()
+    for _ in range(3):
+        w.stage.work()
+        w.clock.advance(1.0)
+    assert w.dlq.attempts == 3 and w.completed() == [[0]]

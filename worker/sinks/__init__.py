@@ -4,7 +4,8 @@ Every sink method is called from the writer stage's thread only (one thread per 
 never from the main loop, so a slow or hung sink holds back the writer, not polling.
 
 - :meth:`Sink.write_batch` blocks until the destination acknowledged every item (bounded
-  by ``MODSTREAM_SINK_TIMEOUT_SECONDS``), or raises :class:`SinkError`. Writing the same
+  by ``MODSTREAM_SINK_TIMEOUT_SECONDS``), or raises :class:`SinkError`
+  (:class:`PermanentSinkError` when a record is refused for good). Writing the same
   batch again is harmless (Redis overwrites per ``post_id``; a topic gets a duplicate,
   which at-least-once delivery allows).
 - :meth:`SendingSink.send_batch` returns at once with an :class:`Acknowledgement`, so the
@@ -23,6 +24,11 @@ T_contra = TypeVar("T_contra", contravariant=True)
 
 class SinkError(RuntimeError):
     """A batch was not (fully) acknowledged; the caller retries it, offsets stay put."""
+
+
+class PermanentSinkError(SinkError):
+    """The destination refused a record itself (too large, malformed), not the connection
+    or the moment: sending it again fails the same way, so the caller must not retry it."""
 
 
 class Sink(Protocol[T_contra]):
