@@ -12,6 +12,7 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
+from worker import metrics
 from worker.checkpoint import Partition
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ class Record:
     timestamp_ms: int | None
     key: bytes | None
     value: bytes | None
-    headers: list[tuple[str, bytes]]
+    headers: list[tuple[str, bytes | None]]  # Kafka allows a header without a value
 
     @property
     def tp(self) -> Partition:
@@ -110,7 +111,19 @@ class InputConsumer:
         self._consumer.partitions_for_topic(self._topic)
 
     def poll(self, timeout_ms: int, max_records: int) -> list[Record]:
-        batches = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+        """The records of one poll. A fetch error kafka-python marks retriable (a broker
+        moving, a leader changing) is counted under ``stage="consume"`` and polled again
+        (nothing was returned, so nothing is lost); any other (an authorisation refused, a
+        corrupt record) is counted and raised: the worker stops, and a restart reads again
+        from the committed offsets."""
+        try:
+            batches = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+        except KafkaError as exc:
+            metrics.ERRORS.labels("consume").inc()
+            if not exc.retriable:
+                raise
+            log.warning("polling %s failed, polling again: %r", self._topic, exc)
+            return []
         return [
             Record(
                 r.topic,

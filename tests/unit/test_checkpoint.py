@@ -1,4 +1,6 @@
 import pytest
+from kafka.errors import KafkaConnectionError, TopicAuthorizationFailedError
+from prometheus_client import REGISTRY
 
 from worker.checkpoint import OffsetOrderError, OffsetTracker, Partition
 from worker.consumer import InputConsumer
@@ -105,3 +107,34 @@ def test_the_input_consumer_bounds_every_commit_by_its_commit_timeout() -> None:
     consumer.commit({P0: 5}, timeout_s=90.0)  # never past its own bound
     consumer.commit({})  # nothing to commit: no request
     assert kafka.timeouts_ms == [30_000, 12_500, 30_000]
+
+
+class _FailingKafkaConsumer:
+    """Stands in for KafkaConsumer's poll: raises ``error``."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def poll(self, timeout_ms: int, max_records: int) -> object:
+        raise self.error
+
+
+def _consume_errors() -> float:
+    return REGISTRY.get_sample_value("modstream_errors_total", {"stage": "consume"}) or 0.0
+
+
+def test_a_retriable_fetch_error_is_counted_and_polled_again() -> None:
+    error = KafkaConnectionError("broker moved")
+    consumer = InputConsumer(_FailingKafkaConsumer(error), "posts", commit_timeout_s=30.0)  # type: ignore[arg-type]
+    before = _consume_errors()
+    assert consumer.poll(100, 500) == []
+    assert _consume_errors() == before + 1
+
+
+def test_a_fetch_error_that_will_not_pass_is_counted_and_raised() -> None:
+    error = TopicAuthorizationFailedError("not allowed")
+    consumer = InputConsumer(_FailingKafkaConsumer(error), "posts", commit_timeout_s=30.0)  # type: ignore[arg-type]
+    before = _consume_errors()
+    with pytest.raises(TopicAuthorizationFailedError):
+        consumer.poll(100, 500)
+    assert _consume_errors() == before + 1
