@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save_file
 
 from models import DEFAULT_ARTIFACT_DIR  # noqa: F401  (re-exported)
 from models.encoder import BASE_ENCODER
@@ -30,6 +30,8 @@ from models.preprocess import PREPROCESSING_VERSION
 
 FORMAT_VERSION = 1
 UNSAFE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+# The weights file each mode needs besides heads.safetensors ("frozen" uses the base encoder).
+MODE_FILES = {"full": "encoder.safetensors", "lora": "adapters.safetensors"}
 
 
 class ArtifactError(ValueError):
@@ -52,6 +54,29 @@ class ArtifactConfig(BaseModel):
     lora: dict[str, Any] | None = Field(None, description="r, alpha, target modules")
     files: dict[str, str] = Field(default_factory=dict, description="weights file -> sha256")
     training: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_temperatures(self) -> ArtifactConfig:
+        """One positive temperature per task, or none yet (weights trained elsewhere, which
+        ``modstream train --rescore`` calibrates; :meth:`check_calibrated` refuses to serve
+        them): a missing one would serve that task uncalibrated (the policy's thresholds
+        were fitted on calibrated scores), and a negative one turns every prediction
+        around while the scores stay probabilities."""
+        if self.temperatures and self.temperatures.keys() != self.labels.keys():
+            raise ValueError(
+                f"temperatures for {sorted(self.temperatures)}, labels for {sorted(self.labels)}"
+            )
+        if bad := {t: v for t, v in self.temperatures.items() if not v > 0}:
+            raise ValueError(f"temperatures must be positive: {bad}")
+        return self
+
+    def check_calibrated(self, directory: Path) -> None:
+        """Refuse to serve an artifact without its temperatures."""
+        if not self.temperatures:
+            raise ArtifactError(
+                f"{directory} is not calibrated (no temperatures): "
+                "`modstream train --rescore` makes them"
+            )
 
 
 def _sha256(path: Path) -> str:
@@ -91,11 +116,19 @@ def save_artifact(
 
 
 def read_config(directory: Path) -> ArtifactConfig:
+    return read_config_and_version(directory)[0]
+
+
+def read_config_and_version(directory: Path) -> tuple[ArtifactConfig, str]:
+    """The artifact's config and its version (:func:`artifact_version`), from one reading
+    of config.json: read twice, a deploy that replaces the file in between would pair one
+    artifact's config with another's version."""
     path = directory / "config.json"
     if not path.is_file():
         raise ArtifactError(f"{directory} is not a model artifact: no config.json")
+    data = path.read_bytes()
     try:
-        config = ArtifactConfig.model_validate_json(path.read_text())
+        config = ArtifactConfig.model_validate_json(data)
     except ValidationError as exc:
         raise ArtifactError(f"{path} is malformed: {exc}") from None
     if config.format_version != FORMAT_VERSION:
@@ -105,7 +138,7 @@ def read_config(directory: Path) -> ArtifactConfig:
             f"{path}: trained with preprocessing v{config.preprocessing_version}, "
             f"this code has v{PREPROCESSING_VERSION}"
         )
-    return config
+    return config, "ms-" + hashlib.sha256(data).hexdigest()[:12]
 
 
 def load_tensors(directory: Path, config: ArtifactConfig) -> dict[str, dict[str, torch.Tensor]]:
@@ -117,15 +150,23 @@ def load_tensors(directory: Path, config: ArtifactConfig) -> dict[str, dict[str,
         )
     out = {}
     for name, expected in config.files.items():
-        path = directory / name
+        if Path(name).name != name:  # "../x.safetensors", "/abs/x": outside the artifact
+            raise ArtifactError(f"{name}: a weights file must be in the artifact's directory")
         if not name.endswith(".safetensors"):
             raise ArtifactError(f"{name}: only .safetensors weights are loaded")
+        path = directory / name
         if not path.is_file():
             raise ArtifactError(f"{path} is missing")
-        if _sha256(path) != expected:
+        # Hashed and loaded from the same bytes: opened twice, a file replaced in between
+        # would load unchecked.
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != expected:
             raise ArtifactError(f"{path} does not match the sha256 in config.json (tampered?)")
         try:
-            out[name.removesuffix(".safetensors")] = load_file(path)
+            out[name.removesuffix(".safetensors")] = load(data)
         except SafetensorError as exc:
             raise ArtifactError(f"{path} is not a valid safetensors file: {exc}") from None
+    needed = {"heads.safetensors", MODE_FILES.get(config.mode, "heads.safetensors")}
+    if missing := sorted(needed - config.files.keys()):
+        raise ArtifactError(f"{directory}: config.json names no {missing} (mode {config.mode})")
     return out

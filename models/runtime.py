@@ -25,9 +25,9 @@ from torch import nn
 from models.artifact import (
     ArtifactConfig,
     ArtifactError,
-    artifact_version,
     load_tensors,
     read_config,
+    read_config_and_version,
 )
 from models.base import Encoded, Scores
 from models.bert import BertEncoder, BertShape
@@ -120,9 +120,13 @@ def cpu_has_native_bf16() -> bool:
 
 
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """bf16 on CUDA where the GPU has it, else fp16; bf16 on CPUs with native bf16; else none."""
+    """bf16 on a GPU that computes it (compute capability 8, Ampere, and later), else fp16;
+    bf16 on CPUs with native bf16; else none. Asked of ``device`` itself: torch's
+    ``is_bf16_supported()`` asks the current device, and by default says yes for a GPU
+    that only emulates bf16 (a T4), where fp16 is the faster and finer choice."""
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        major, _minor = torch.cuda.get_device_capability(device)
+        return torch.bfloat16 if major >= 8 else torch.float16
     return torch.bfloat16 if cpu_has_native_bf16() else None
 
 
@@ -337,12 +341,14 @@ def traced_runner(
         run = TracedRunner(traced, inference)
         probe = _example(*_TRACE_SHAPES[1], device)
         want, got = eager(*probe), run(*probe)
+        same = want.keys() == got.keys() and all(
+            want[k].shape == got[k].shape
+            and torch.allclose(want[k].float(), got[k].float(), atol=1e-3, rtol=1e-3)
+            for k in want
+        )
     except Exception as exc:  # noqa: BLE001 - any failure: serve the network as it is
         log.warning("serving the network untraced: tracing it failed (%r)", exc)
         return eager
-    same = want.keys() == got.keys() and all(
-        torch.allclose(want[k].float(), got[k].float(), atol=1e-3, rtol=1e-3) for k in want
-    )
     if not same:
         log.warning("serving the network untraced: its trace computes otherwise on a probe")
         return eager
@@ -576,10 +582,14 @@ def encoder_weights(
     return base_state()
 
 
-def load_model(directory: Path) -> tuple[MultiTaskClassifier, Tokenizer, int]:
+def load_model(
+    directory: Path, config: ArtifactConfig | None = None
+) -> tuple[MultiTaskClassifier, Tokenizer, int]:
     """The artifact's network for serving (its encoder weights in a
-    :class:`models.bert.BertEncoder`, and its heads), the tokenizer and its padding id."""
-    config = read_config(directory)
+    :class:`models.bert.BertEncoder`, and its heads), the tokenizer and its padding id.
+    ``config``: the artifact's, if already read (read once, it cannot differ from the one
+    the caller serves with)."""
+    config = config or read_config(directory)
     check_base_encoder(directory, config)
     tensors = load_tensors(directory, config)
     shape = BertShape.read(encoder_dir() / "config.json")
@@ -613,14 +623,15 @@ def load_predictor(
     concurrency, share = serving_layout(chosen, total, replicas)
     # Nothing asked (threads None, one call at a time): every thread keeps its own setting.
     each = None if threads is None and concurrency == 1 else share
-    config = read_config(directory)
-    model, tokenizer, pad_id = load_model(directory)
+    config, version = read_config_and_version(directory)
+    config.check_calibrated(directory)
+    model, tokenizer, pad_id = load_model(directory, config)
     predictor = Predictor(
         model,
         tokenizer,
         pad_id,
         config,
-        artifact_version(directory),
+        version,
         chosen,
         precision,
         backend,

@@ -21,7 +21,7 @@ from worker.consumer import Consumer, InputConsumer
 from worker.errors import StartupError, UnavailableError
 from worker.flow import Prepared
 from worker.health import HealthServer
-from worker.hotswap import ModelReloader, artifact_loader
+from worker.hotswap import Fingerprint, ModelReloader, artifact_loader, fingerprint
 from worker.kafka_client import close_producer, make_consumer, make_producer
 from worker.loop import LoopConfig, TransactionAbortError, Worker
 from worker.pipeline import Pipeline
@@ -229,8 +229,9 @@ def install_signal_handlers(worker: Worker, reload: Callable[[], None] | None = 
         signal.signal(signal.SIGHUP, lambda _signum, _frame: reload())
 
 
-def start_reloader(settings: Settings, pipeline: Pipeline) -> ModelReloader:
-    """The hot-swap's watcher: reloads MODSTREAM_MODEL_DIR on SIGHUP or when it changes."""
+def start_reloader(settings: Settings, pipeline: Pipeline, seen: Fingerprint) -> ModelReloader:
+    """The hot-swap's watcher: reloads MODSTREAM_MODEL_DIR on SIGHUP or when it changes
+    from ``seen`` (the artifact as it was before the serving model was loaded)."""
     return ModelReloader(
         settings.model_dir,
         pipeline.swap,
@@ -238,6 +239,7 @@ def start_reloader(settings: Settings, pipeline: Pipeline) -> ModelReloader:
         artifact_loader(settings),
         lambda model: make_policy(settings, model),
         interval_s=settings.model_watch_interval_seconds,
+        seen=seen,
     ).start()
 
 
@@ -328,6 +330,7 @@ def run(settings: Settings, model: Classifier | None = None) -> int:
         reloader: ModelReloader | None = None
         reloads = ReloadRequests()
         install_startup_signal_handlers(wait, reloads)
+        before_load = fingerprint(settings.model_dir)  # a deploy from here on is a change
         model = model or load_model(settings)
         metrics.MODEL_INFO.info({"version": model.version, "dir": str(settings.model_dir)})
         pipeline = make_pipeline(settings, model)
@@ -341,7 +344,7 @@ def run(settings: Settings, model: Classifier | None = None) -> int:
                     log.info("stopped during start-up")
                     return 0
                 if reloader is None:
-                    reloader = start_reloader(settings, pipeline)
+                    reloader = start_reloader(settings, pipeline, before_load)
                     stack.callback(reloader.stop)
                     reloads.attach(reloader)
                 probes.attach(worker)

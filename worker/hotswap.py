@@ -177,6 +177,7 @@ class ModelReloader:
         policy_for: PolicyFor,
         *,
         interval_s: float = 5.0,
+        seen: Fingerprint | None = None,
     ) -> None:
         self._dir = directory
         self._slot = slot
@@ -184,7 +185,9 @@ class ModelReloader:
         self._load = load
         self._policy_for = policy_for
         self._interval = interval_s
-        self._seen = fingerprint(directory)
+        # ``seen``: the artifact as it was when the serving model was loaded (taken before
+        # the load): a deploy between that load and this watcher's start is then a change.
+        self._seen = seen if seen is not None else fingerprint(directory)
         self._wake = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None

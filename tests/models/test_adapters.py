@@ -20,7 +20,8 @@ pytestmark = pytest.mark.model
 def peft_adapted() -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
     """transformers' encoder with random LoRA adapters through peft (r 4, alpha 8), and the
     adapters alone under peft's names."""
-    peft = pytest.importorskip("peft")
+    import peft  # the train extra, which `make test` installs: a missing one fails
+
     torch.manual_seed(0)
     adapted = peft.get_peft_model(
         load_encoder(), peft.LoraConfig(r=4, lora_alpha=8, target_modules=list(LORA_TARGETS))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.artifact import ArtifactError, read_config
+from models.artifact import ArtifactError, artifact_version, read_config, read_config_and_version
 from models.runtime import load_predictor
 from training.data import Example, task_data
 from training.export import export_artifact
@@ -237,3 +237,61 @@ def test_a_mismatched_base_encoder_is_refused(trained, tmp_path: Path) -> None: 
 def test_a_directory_without_config_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match=r"no config\.json"):
         load_predictor(tmp_path, device="cpu")
+
+
+def _edit_config(directory: Path, **changes: object) -> None:
+    cfg = json.loads((directory / "config.json").read_text())
+    cfg.update(changes)
+    (directory / "config.json").write_text(json.dumps(cfg))
+
+
+def test_a_weights_file_outside_the_artifact_is_refused(trained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    d = copy_artifact(trained[0], tmp_path / "e")
+    outside = tmp_path / "elsewhere.safetensors"
+    outside.write_bytes((d / "heads.safetensors").read_bytes())
+    files = json.loads((d / "config.json").read_text())["files"]
+    _edit_config(d, files={"../elsewhere.safetensors": files["heads.safetensors"]})
+    with pytest.raises(ArtifactError, match="must be in the artifact's directory"):
+        load_predictor(d, device="cpu")
+
+
+def test_a_config_that_names_no_heads_file_is_an_artifact_error(trained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """It used to hash nothing and fail with KeyError('heads'), which start-up did not
+    turn into a message."""
+    d = copy_artifact(trained[0], tmp_path / "f")
+    _edit_config(d, files={})
+    with pytest.raises(ArtifactError, match=r"names no \['heads.safetensors'\]"):
+        load_predictor(d, device="cpu")
+
+
+@pytest.mark.parametrize(
+    ("temperatures", "message"),
+    [
+        ({"sentiment": 1.2}, "temperatures for"),
+        ({"sentiment": 1.2, "misinformation": -0.5}, "positive"),
+    ],
+)
+def test_temperatures_must_cover_every_task_and_be_positive(
+    trained,
+    tmp_path: Path,
+    temperatures: dict[str, float],
+    message: str,  # type: ignore[no-untyped-def]
+) -> None:
+    d = copy_artifact(trained[0], tmp_path / "g")
+    _edit_config(d, temperatures=temperatures)
+    with pytest.raises(ArtifactError, match=message):
+        read_config(d)
+
+
+def test_the_version_comes_from_the_config_read(trained) -> None:  # type: ignore[no-untyped-def]
+    config, version = read_config_and_version(trained[0])
+    assert config == read_config(trained[0]) and version == artifact_version(trained[0])
+
+
+def test_an_artifact_without_temperatures_is_not_served(trained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Weights trained elsewhere come without them (``--rescore`` makes them): served, every
+    task would be uncalibrated against thresholds fitted on calibrated scores."""
+    d = copy_artifact(trained[0], tmp_path / "h")
+    _edit_config(d, temperatures={})
+    with pytest.raises(ArtifactError, match="not calibrated"):
+        load_predictor(d, device="cpu")

@@ -21,7 +21,8 @@ def tiny() -> list[TaskData]:
 
 
 def test_lora_training_resumes_from_its_checkpoint(tmp_path: Path) -> None:
-    pytest.importorskip("peft")
+    import peft  # noqa: F401  (the train extra, which `make test` installs: a missing one fails)
+
     ckpt = tmp_path / "ckpt"
     cfg = TrainConfig(
         mode="lora", epochs=1, batch_size=16, lr=3e-3, head_hidden=16, max_length=24, patience=5
@@ -43,7 +44,7 @@ def test_lora_training_resumes_from_its_checkpoint(tmp_path: Path) -> None:
 
 
 def test_select_average_exports_the_mean_of_the_last_epochs(tmp_path: Path) -> None:
-    pytest.importorskip("peft")
+    import peft  # noqa: F401  (the train extra, which `make test` installs: a missing one fails)
     from safetensors.torch import load_file
 
     from training.finetune import average_states, trainable_state
@@ -80,7 +81,7 @@ def test_precision_auto_autocasts_where_the_device_has_bf16_and_fp32_never(
 ) -> None:
     """``--precision auto`` trains under bf16 autocast where the probe finds native bf16 (here
     made to find it); ``fp32`` never autocasts, whatever the probe says (the shipped recipe)."""
-    pytest.importorskip("peft")
+    import peft  # noqa: F401  (the train extra, which `make test` installs: a missing one fails)
     import torch
 
     from training import finetune as module

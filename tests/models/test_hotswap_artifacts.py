@@ -92,7 +92,7 @@ def reloader_for(directory: Path, slot: SwapSlot) -> ModelReloader:
         (tampered_heads, "does not match the sha256 in config.json"),
         (corrupt_but_pinned, "is not a valid safetensors file"),
         (wrong_shapes, "size mismatch"),
-        (zero_temperature, "not a probability"),
+        (zero_temperature, "temperatures must be positive"),
     ],
 )
 def test_a_broken_artifact_is_refused_with_its_reason(

@@ -11,11 +11,22 @@ from models import runtime
 from models.runtime import autocast_dtype, choose_device, configure_threads
 
 
-def fake_gpus(monkeypatch: pytest.MonkeyPatch, count: int, bf16: bool = True) -> None:
+def fake_gpus(
+    monkeypatch: pytest.MonkeyPatch, count: int, capabilities: tuple[tuple[int, int], ...] = ()
+) -> None:
+    """``count`` GPUs, GPU i of compute capability ``capabilities[i]`` (default 9.0, an
+    H100's). torch's own bf16 check answers yes for every GPU, as it does for one that only
+    emulates bf16: the choice must not rest on it."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: count > 0)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+
+    def capability(device: torch.device) -> tuple[int, int]:
+        index = torch.device(device).index or 0
+        return capabilities[index] if index < len(capabilities) else (9, 0)
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", capability)
 
 
 def test_auto_picks_cuda_when_present(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -55,12 +66,23 @@ def test_a_bad_device_string_fails() -> None:
         choose_device("gpu")
 
 
-@pytest.mark.parametrize(("bf16", "dtype"), [(True, torch.bfloat16), (False, torch.float16)])
-def test_cuda_autocasts_to_bf16_where_supported_else_fp16(
-    monkeypatch: pytest.MonkeyPatch, bf16: bool, dtype: torch.dtype
+@pytest.mark.parametrize(
+    ("capability", "dtype"),
+    [((9, 0), torch.bfloat16), ((8, 0), torch.bfloat16), ((7, 5), torch.float16)],
+)
+def test_cuda_autocasts_to_bf16_where_the_gpu_computes_it_else_fp16(
+    monkeypatch: pytest.MonkeyPatch, capability: tuple[int, int], dtype: torch.dtype
 ) -> None:
-    fake_gpus(monkeypatch, 1, bf16=bf16)
+    fake_gpus(monkeypatch, 1, capabilities=(capability,))
     assert autocast_dtype(torch.device("cuda", 0)) == dtype
+
+
+def test_the_precision_is_chosen_for_the_gpu_asked_for_not_gpu_0(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake_gpus(monkeypatch, 2, capabilities=((7, 5), (8, 6)))  # a T4 beside an A10
+    assert autocast_dtype(torch.device("cuda", 0)) == torch.float16
+    assert autocast_dtype(torch.device("cuda", 1)) == torch.bfloat16
 
 
 @pytest.mark.parametrize(("native", "dtype"), [(True, torch.bfloat16), (False, None)])

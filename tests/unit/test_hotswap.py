@@ -22,7 +22,15 @@ from tests.unit.test_stages_threaded import Threaded, wait_until
 from worker.batcher import BatchLimits, MicroBatcher, Size
 from worker.checkpoint import Partition
 from worker.flow import Board, Channel, Generations, Item, Prepared, Ref, WriteJob
-from worker.hotswap import Candidate, ModelReloader, Refused, SwapSlot, load_candidate, probe
+from worker.hotswap import (
+    Candidate,
+    ModelReloader,
+    Refused,
+    SwapSlot,
+    fingerprint,
+    load_candidate,
+    probe,
+)
 from worker.pipeline import Pipeline
 from worker.policy import Policy
 from worker.privacy import Pseudonymiser
@@ -164,12 +172,14 @@ def test_the_policy_switches_with_the_model() -> None:
 def test_a_swap_updates_the_model_metrics() -> None:
     rig = Stages(FakeModel(version="v1"))
     ok = swaps("ok")
+    before = time.time()  # earlier tests swapped too: the stamp must be this swap's
     rig.pipeline.swap.offer(candidate(FakeModel(version="v7")))
     rig.model.work()
     assert swaps("ok") == ok + 1
     info = {"version": "v7", "dir": str(Path("/models/v7"))}
     assert REGISTRY.get_sample_value("modstream_model_info", info) == 1.0
-    assert (REGISTRY.get_sample_value("modstream_model_last_swap_timestamp_seconds") or 0) > 0
+    stamp = REGISTRY.get_sample_value("modstream_model_last_swap_timestamp_seconds") or 0
+    assert before <= stamp <= time.time()
     assert not rig.model.work()  # nothing waits any more
 
 
@@ -444,3 +454,20 @@ def test_a_sighup_while_the_worker_starts_neither_kills_it_nor_is_lost(tmp_path:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     assert loader.loaded == [directory.resolve()]
+
+
+def test_a_flip_between_the_serving_load_and_the_watchers_start_is_a_change(
+    tmp_path: Path,
+) -> None:
+    """The worker loads its model, then waits for Kafka and Redis before the watcher starts:
+    a deploy in that gap was the watcher's baseline, so the old model served until the next
+    deploy. The watcher now starts from the artifact as it was before the load."""
+    first, second = artifact(tmp_path, "a", "v1"), artifact(tmp_path, "b", "v2")
+    link = tmp_path / "current"
+    link.symlink_to(first)
+    before_load = fingerprint(link)
+    flip(link, second)  # while the worker was starting
+    slot, loader = SwapSlot(), FakeLoader()
+    reloader = ModelReloader(link, slot, "v1", loader, policy_for, seen=before_load)
+    offered = reloader.check()
+    assert isinstance(offered, Candidate) and offered.model.version == "v2"

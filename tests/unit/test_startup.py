@@ -9,6 +9,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from tests.fakes import ManualClock
+from worker import metrics
 from worker.config import ConfigError, load_settings
 from worker.errors import StartupError, UnavailableError
 from worker.startup import StartupInterruptedError, StartupWait
@@ -56,6 +57,7 @@ def test_an_unavailable_dependency_is_waited_for_with_capped_exponential_backoff
     pauses = Pauses(clock)
     wait = StartupWait(backoff_s=(0.5, 3.0), clock=clock, pause=pauses)
     dependency = Dependency(down_for=5)
+    metrics.SINK_UP.labels("redis").set(0)  # the registry is the process's: start from down
     assert wait.until_up(dependency, ("redis",)) == "client"
     assert dependency.calls == 6
     assert pauses.waits == [0.5, 1.0, 2.0, 3.0, 3.0]
