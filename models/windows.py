@@ -14,18 +14,40 @@ tokenizer, no torch.
 A post's P(fake) is its most-fake row, so every row is another chance of a false alarm:
 the thresholds were chosen for posts scored as one row, and a sentence cut out of its
 context reads like a headline. So the most-fake row's P(real) is multiplied by the number
-of rows (Bonferroni's correction: a post of k rows must be k times as sure), capped at 1.
-A one-row post is unchanged. Measured on the validation split with the shipped model,
-posts made by joining 5 or 15 everyday tweets, then the same with one COVID false claim
-among them (the claims alone: 93.0% labelled fake, 74.0% blocked):
+of rows (Bonferroni's correction: a post of k rows must be k times as sure), capped at 1,
+unless that row's P(fake) is at least ``SURE_FAKE`` (0.99): such a row is taken as it is.
+A one-row post is unchanged. The guarantee: a row the model is sure of is never lowered by
+any amount of harmless text around it, or by any cut, as long as it is scored (a post over
+the cap skips rows between its head and tail). With the correction alone, a claim at 0.99
+fell to 0.91 one token past a window (9 rows) and to 0.5 among 50 short sentences.
+Below 0.99 the correction still counts rows, so padding can still dilute a claim the model
+is less sure of; counting model-length windows instead (ceil(tokens / 126)), which no cut
+into short rows could inflate, labels about 10% of 15- and 50-tweet everyday posts fake.
 
-| fold | 5 tweets: fake | 15 tweets | claim in 5: fake / blocked | claim in 15 |
+Measured by ``benchmarks/long_posts.py`` (seed 11) with the shipped model: posts joining
+5, 15 or 50 validation everyday tweets (sentiment and TweetEval), 300 of each, and the same
+with one validation false claim inserted (COVID, or general: GossipCop and LIAR). Shown:
+% labelled fake (>= review_fake 0.523) / % blocked (>= block_fake 0.960) at 5, 15 and 50
+tweets; "kept": the claims blocked alone that stay blocked in their post. The claims
+alone: COVID 95.1% / 83.3%, general 79.9% / 9.6%. Of 21,981 rows of everyday posts, 6.7%
+reach review_fake alone, 0.15% block_fake and 0.009% (2; the highest 0.9923) 0.99, which
+77% of the COVID claims reach alone. One post is 0.3%.
+
+| fold | everyday (false alarms) | COVID claim: blocked | general: fake | kept |
 | --- | --- | --- | --- | --- |
-| most-fake row | 21.5% | 60.0% | 83.0% / 64.0% | 96.0% / 74.5% |
-| corrected | 0.5% | 0.0% | 75.5% / 49.5% | 69.5% / 39.5% |
+| k = rows (old fold) | 0.3/0.3, 1.3/0, 0.3/0 | 66.3, 60.7, 33.7 | 6.7, 4.0, 0.0 | 70, 60, 36 |
+| k = windows | 6.7/0.3, 9.7/0, 8.7/0 | 76.0, 75.0, 64.0 | 28.7, 23.7, 14.3 | 79, 74, 67 |
+| (a) k = windows | 6.7/0.3, 10/1.0, 9.7/2.7 | 76.7, 80.0, 77.0 | 29.3, 24.3, 15.7 | 80, 80, 80 |
+| (a) k = rows | 0.3/0.3, 2.0/0, 3.0/0.3 | 73.3, 76.0, 74.7 | 6.7, 6.7, 4.0 | 77, 75, 77 |
+| no correction | 19.3/0.3, 61.0/2.7, 96.3/7.7 | 78.7, 84.3, 82.7 | 51.0, 78.7, 98.0 | 84, 87, 89 |
+| **rows, >= 0.99 kept** | 0.3/0.3, 1.3/0, 0.3/0.3 | 70.7, 74.0, 74.3 | 6.7, 4.0, 0.3 | 74, 73, 77 |
 
-(Rows packed up to the model's length without the correction: 0.0% and 0.5% false alarms,
-but a claim among longer true news sentences is diluted below 0.5 by mean-pooling.)
+(a) rows at or above 0.99 kept, continuously: only the part of P(real) above 0.01 is
+multiplied by k; it flags rows just under 0.99 that the shipped fold (bold) corrects.
+Keeping rows from block_fake (0.96) instead of 0.99 blocks 2.7% and 7.7% of the 15- and
+50-tweet everyday posts. (Measured before on another sample: rows packed up to the model's
+length, uncorrected, gave 0.0% and 0.5% false alarms at 5 and 15 tweets, but a claim among
+longer true news sentences is diluted below 0.5 by mean-pooling.)
 """
 
 from __future__ import annotations
@@ -47,6 +69,13 @@ OVERLAP_FRACTION = 0.25
 
 # Tasks folded by the row that scores highest on one label (the rest are averaged).
 FOLD_BY_MAX: Mapping[str, str] = {MISINFORMATION: "fake"}
+
+# A row at least this sure of its label is not corrected for the number of rows: padding a
+# post with harmless sentences never lowers it. Chosen on the shipped model's validation
+# data (module docstring): 2 of 21,981 rows of everyday tweets reach it (the highest
+# 0.9923), and 77% of the COVID false claims do alone. Check it again after retraining
+# (benchmarks/long_posts.py prints both).
+SURE_FAKE = 0.99
 
 Span = tuple[int, int]  # [start, end) token indices
 _T = TypeVar("_T")
@@ -149,14 +178,20 @@ def split_windows(
     )
 
 
-def fold_windows(windows: Sequence[Scores], by_max: Mapping[str, str] = FOLD_BY_MAX) -> Scores:
+def fold_windows(
+    windows: Sequence[Scores],
+    by_max: Mapping[str, str] = FOLD_BY_MAX,
+    *,
+    sure: float = SURE_FAKE,
+) -> Scores:
     """One post's result from its windows' scores.
 
     A task in ``by_max`` takes the distribution of the window where its named label is most
     probable (misinformation: the window with the highest P(fake), so one false claim
-    anywhere can flag the post), with the rest of the probability multiplied by the number
-    of windows (see the module docstring); every other task averages its windows
-    (sentiment).
+    anywhere can flag the post). When that label's probability is below ``sure``, the rest
+    of the probability is multiplied by the number of windows (see the module docstring);
+    at or above ``sure`` the window is taken as it is, so harmless windows around it never
+    lower it. Every other task averages its windows (sentiment).
     """
     if not windows:
         raise ValueError("a post has at least one window")
@@ -167,7 +202,7 @@ def fold_windows(windows: Sequence[Scores], by_max: Mapping[str, str] = FOLD_BY_
         if task in by_max:
             label = by_max[task]
             most = max((w[task] for w in windows), key=lambda d: d[label])
-            out[task] = corrected(most, label, len(windows))
+            out[task] = dict(most) if most[label] >= sure else corrected(most, label, len(windows))
         else:
             out[task] = {
                 label: sum(w[task][label] for w in windows) / len(windows)

@@ -8,6 +8,8 @@ import pytest
 
 from models.base import Encoded
 from models.windows import (
+    SURE_FAKE,
+    Span,
     corrected,
     fold_windows,
     pack_spans,
@@ -149,6 +151,10 @@ def test_encoded_counts_rows_and_longest_window() -> None:
     assert long.rows == len(long.windows) == 5 and long.tokens == 10
 
 
+def fold(rows: list[dict[str, dict[str, float]]]) -> float:
+    return fold_windows(rows)["misinformation"]["fake"]
+
+
 def test_fold_takes_the_most_fake_window_corrected_for_the_count_and_averages_sentiment() -> None:
     folded = fold_windows([scores(0.1, 0.2), scores(0.96, 0.4), scores(0.3, 0.6)])
     # P(real) of the most-fake window times 3 windows
@@ -159,7 +165,64 @@ def test_fold_takes_the_most_fake_window_corrected_for_the_count_and_averages_se
 
 def test_a_sure_false_claim_among_many_harmless_windows_still_flags_the_post() -> None:
     rows = [scores(0.02, 0.1)] * 40 + [scores(0.999, 0.1)]
-    assert fold_windows(rows)["misinformation"]["fake"] == pytest.approx(0.959)
+    assert fold_windows(rows)["misinformation"] == scores(0.999, 0.1)["misinformation"]
+
+
+def content_rows(n_tokens: int, sentence_tokens: int) -> list[Span]:
+    """The rows :func:`plan_rows` cuts a post of sentences of ``sentence_tokens`` into, with
+    the shipped model's window (126 tokens between [CLS] and [SEP]) and cap (64)."""
+    spans = [(i, min(i + sentence_tokens, n_tokens)) for i in range(0, n_tokens, sentence_tokens)]
+    return plan_rows(n_tokens, spans, body=126, max_windows=64)
+
+
+def claim_among_harmless(n_tokens: int, sentence_tokens: int, claim: float, at: int = 0) -> float:
+    """P(fake) of such a post whose row ``at`` scores ``claim``, every other row 0.05."""
+    rows = [scores(0.05, 0.1)] * len(content_rows(n_tokens, sentence_tokens))
+    rows[at % len(rows)] = scores(claim, 0.1)
+    return fold(rows)
+
+
+@pytest.mark.parametrize("n_tokens", [127, 300, 600, 1_200, 4_000, 20_000])
+@pytest.mark.parametrize("sentence_tokens", [6, 12, 14, 40, 200])
+@pytest.mark.parametrize("claim", [SURE_FAKE, 0.995, 0.999, 1.0])
+def test_padding_with_harmless_sentences_never_lowers_a_sure_claim(
+    n_tokens: int, sentence_tokens: int, claim: float
+) -> None:
+    # The old fold multiplied P(real) by the rows whatever it was: 600 tokens of 12-token
+    # sentences are 50 rows, and a claim at 0.99 fell to 0.5 (allowed); 1,200 tokens to 0.
+    for at in (0, 7, -1):
+        assert claim_among_harmless(n_tokens, sentence_tokens, claim, at) == claim
+
+
+def test_the_reviewers_posts_keep_a_claim_at_099_blocked() -> None:
+    block = 0.959813  # the shipped policy's block_fake
+    assert [len(content_rows(n, 12)) for n in (600, 1_200)] == [50, 100]
+    assert len(content_rows(126, 14)) == 1 and len(content_rows(127, 14)) == 9
+    for n_tokens, sentence_tokens in ((126, 14), (127, 14), (600, 12), (1_200, 12)):
+        assert claim_among_harmless(n_tokens, sentence_tokens, 0.99) >= block
+
+
+def test_a_post_one_token_past_a_window_does_not_fall_off_a_cliff_when_sure() -> None:
+    one_window, nine_rows = (claim_among_harmless(n, 14, 0.995) for n in (126, 127))
+    assert one_window == nine_rows == 0.995  # the old fold: 0.995, then 0.955 (not blocked)
+
+
+def test_below_the_sure_level_the_most_fake_row_is_still_corrected_for_the_rows() -> None:
+    # What keeps false alarms down: a sentence cut out of its context often reads like a
+    # headline, and every row is another chance of one.
+    assert claim_among_harmless(600, 12, 0.98) == pytest.approx(0.0)  # 50 rows x 0.02
+    assert claim_among_harmless(127, 14, 0.98) == pytest.approx(1 - 9 * 0.02)
+    assert fold([scores(0.05, 0.1), scores(0.9899, 0.1)]) == pytest.approx(1 - 2 * 0.0101)
+
+
+def test_the_fold_never_falls_as_the_most_fake_row_rises() -> None:
+    for n_rows in (2, 9, 50, 100, 500):
+        folded = [
+            fold([scores(0.05, 0.1)] * (n_rows - 1) + [scores(p / 1000, 0.1)])
+            for p in range(0, 1001)
+        ]
+        assert folded == sorted(folded)
+        assert folded[-11] == pytest.approx(0.99)  # SURE_FAKE kept from there on
 
 
 def test_many_windows_each_a_little_fake_do_not_add_up_to_a_fake_post() -> None:
@@ -186,6 +249,7 @@ def test_the_capped_correction_of_a_float32_softmax_stays_a_probability() -> Non
 def test_fold_of_one_window_is_that_window() -> None:
     only = scores(0.3, 0.3)
     assert fold_windows([only]) == only
+    assert fold_windows([scores(0.9, 0.3)]) == scores(0.9, 0.3)  # never corrected
 
 
 def test_fold_refuses_a_post_without_windows() -> None:
