@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, TopicPartition
 
 from modstream_dev.stack import child_env as child_env
 from modstream_dev.stack import create_topics as create_topics
@@ -64,6 +64,50 @@ def read_topic(
     finally:
         consumer.close()
     return records
+
+
+def read_to_end(
+    settings: Settings, topic: str, isolation_level: str = "read_uncommitted"
+) -> list[Any]:
+    """Every record of ``topic`` up to its end offsets now (a read_committed reader: up to
+    its last stable offsets, only records of committed transactions). Unlike
+    :func:`read_topic` it does not stop at an expected count, so it sees duplicates."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        enable_auto_commit=False,
+        group_id=None,
+        isolation_level=isolation_level,
+    )
+    try:
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        ends = consumer.end_offsets(parts)
+        records: list[Any] = []
+        deadline = time.monotonic() + 60
+        while any(consumer.position(tp) < ends[tp] for tp in parts):
+            assert time.monotonic() < deadline, f"could not read {topic} to its end"
+            for batch in consumer.poll(timeout_ms=500).values():
+                records.extend(batch)
+        return records
+    finally:
+        consumer.close()
+
+
+def end_offsets(settings: Settings, topic: str, isolation_level: str) -> dict[int, int]:
+    """Per partition of ``topic``, its high watermark (``read_uncommitted``) or its last
+    stable offset (``read_committed``: before the first record of a transaction still open)."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        enable_auto_commit=False,
+        group_id=None,
+        isolation_level=isolation_level,
+    )
+    try:
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        return {tp.partition: off for tp, off in consumer.end_offsets(parts).items()}
+    finally:
+        consumer.close()
 
 
 def events(run_id: str, n: int, start: int = 0) -> list[dict[str, Any]]:

@@ -31,7 +31,7 @@ from typing import Any
 
 import pytest
 import redis
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaAdminClient
 from kafka.errors import KafkaTimeoutError
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -41,6 +41,7 @@ from tests.integration.helpers import (
     create_topics,
     events,
     free_port,
+    read_to_end,
     read_topic,
     settings_for,
     to_bytes,
@@ -48,7 +49,7 @@ from tests.integration.helpers import (
     wait_for,
 )
 from worker.config import Settings
-from worker.kafka_client import close_producer, committed_total, make_producer
+from worker.kafka_client import close_producer, committed_total, make_producer, security_kwargs
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
@@ -202,26 +203,16 @@ def read_all(settings: Settings, topic: str) -> list[Any]:
     """Every record of ``topic`` up to its end offsets now; only those of committed
     transactions when the worker writes exactly once (a read_committed reader)."""
     exactly_once = settings.processing_guarantee == "exactly-once"
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
-        enable_auto_commit=False,
-        group_id=None,
-        isolation_level="read_committed" if exactly_once else "read_uncommitted",
-    )
+    return read_to_end(settings, topic, "read_committed" if exactly_once else "read_uncommitted")
+
+
+def group_members(settings: Settings) -> list[Any]:
+    """The members the broker holds in the settings' consumer group now."""
+    admin = KafkaAdminClient(**security_kwargs(settings))
     try:
-        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        consumer.assign(parts)
-        consumer.seek_to_beginning(*parts)
-        ends = consumer.end_offsets(parts)
-        records: list[Any] = []
-        deadline = time.monotonic() + 60
-        while any(consumer.position(tp) < ends[tp] for tp in parts):
-            assert time.monotonic() < deadline, f"could not read {topic} to its end"
-            for batch in consumer.poll(timeout_ms=500).values():
-                records.extend(batch)
-        return records
+        return list(admin.describe_groups([settings.group_id])[settings.group_id]["members"])
     finally:
-        consumer.close()
+        admin.close()
 
 
 def redis_ids(client: redis.Redis, run_id: str) -> set[str]:
@@ -400,6 +391,12 @@ def test_exactly_once_through_a_redis_outage_longer_than_the_transaction_timeout
     report(outcome, capsys)
 
 
+# Posts produced before the broker stops: more than the worker scores while the broker
+# shuts down, so that some it polled are still unwritten then and their writes fail during
+# the outage (the input topic is on that broker: nothing can be produced during it).
+BROKER_BACKLOG = 450
+
+
 def test_the_kafka_broker_stopped_and_restarted_mid_stream(
     services: Any,
     run_id: str,
@@ -407,29 +404,55 @@ def test_the_kafka_broker_stopped_and_restarted_mid_stream(
     capsys: pytest.CaptureFixture[str],
     request: pytest.FixtureRequest,
 ) -> None:
+    """README, "Failure behaviour": while the broker is down the worker stays alive, is
+    unready with ``modstream_sink_up{sink="kafka"}`` 0 while a write fails, and commits
+    nothing new (a commit needs the broker); it recovers by itself once the broker is back."""
     broker, settings, client = started_broker(services, run_id, tmp_path, request)
-    outcome = Outcome("kafka-broker-restart", posts=300)
-    produce(settings, run_id, 0, 150)
+    outcome = Outcome("kafka-broker-restart", posts=BROKER_BACKLOG + 150)
+    produce(settings, run_id, 0, BROKER_BACKLOG)
     with children(Child.start(settings, tmp_path / "worker.log")) as (worker,):
         wait_for(lambda: len(redis_ids(client, run_id)) >= 20, FIRST_VERDICTS_S, "verdicts")
         with Sampler(worker, "kafka") as sampler:
             broker.stop()
             stopped = time.monotonic()
-            time.sleep(15)
+            # A commit needs the broker: the worker's count of commits must not move now.
+            commits_at_stop = worker.metric("modstream_offset_commits_total")
+            polled = worker.metric("modstream_events_consumed_total", topic=settings.input_topic)
+            # Redis holds a verdict before its Kafka write is acknowledged: posts polled
+            # without one have a Kafka write still to come, which fails.
+            in_hand = int(polled or 0) - len(redis_ids(client, run_id))
+            assert in_hand > 0, "nothing polled was left to write: the scenario needs more posts"
+            outcome.extra["in_hand_at_stop"] = in_hand
+            time.sleep(max(0.0, stopped + 15 - time.monotonic()))
+            commits_in_outage = worker.metric("modstream_offset_commits_total")
             broker.start()
             back = time.monotonic()
             outcome.extra["down_s"] = round(back - stopped, 1)
-            produce(settings, run_id, 150, 150)
-            wait_for(lambda: len(redis_ids(client, run_id)) >= 300, 180, "all 300 verdicts")
+            produce(settings, run_id, BROKER_BACKLOG, 150)
+            wait_for(
+                lambda: len(redis_ids(client, run_id)) >= outcome.posts,
+                180,
+                f"all {outcome.posts} verdicts",
+            )
             outcome.recover_s = time.monotonic() - back
             wait_for(lambda: worker.status("/readyz") == 200, 60, "/readyz 200 again")
+        assert worker.metric("modstream_sink_up", sink="kafka") == 1
         assert worker.proc.poll() is None, worker.tail()
         outcome.extra["exit_s"] = round(stop_cleanly(worker), 1)
     samples = sampler.samples
     assert samples and all(s.running and s.healthz == 200 for s in samples), worker.tail()
-    outage = sampler.between(stopped, back)
-    outcome.extra["unready_seen"] = any(s.readyz == 503 for s in outage)
-    outcome.extra["sink_down_seen"] = any(s.sink_up == 0 for s in outage)
+    # From the first failed write until the broker is back, every sample is unready with the
+    # sink down: the writer retries, and nothing it sends is acknowledged meanwhile.
+    first_down = next((s.t for s in samples if stopped <= s.t < back and s.readyz == 503), None)
+    assert first_down is not None, f"/readyz never 503 while the broker was down: {worker.tail()}"
+    outage = sampler.between(first_down, back)
+    assert outage and all(s.readyz == 503 and s.sink_up == 0 for s in outage), [
+        (round(s.t - stopped, 1), s.readyz, s.sink_up) for s in outage
+    ]
+    assert commits_at_stop is not None and commits_in_outage == commits_at_stop, (
+        f"offsets committed while the broker was down: {commits_at_stop} -> {commits_in_outage}"
+    )
+    outcome.extra["unready_s"] = round(back - first_down, 1)
     check_every_post(outcome, settings, client, run_id)
     report(outcome, capsys)
 
@@ -596,9 +619,13 @@ def test_sigterm_under_backlog_exits_within_the_grace_time_and_loses_nothing(
     env = {"MODSTREAM_SHUTDOWN_GRACE_SECONDS": f"{grace:g}"}
     with children(Child.start(settings, log, **env)) as (first,):
         wait_for(lambda: len(redis_ids(client, run_id)) >= 16, FIRST_VERDICTS_S, "verdicts")
+        assert len(group_members(settings)) == 1
         code, took = first.stop()
         assert code == 0, first.tail()
         assert took <= grace + 5, f"took {took:.1f}s to exit after SIGTERM"
+    # It left the group: a member that had not would stay until the session timeout (45 s),
+    # and its partitions with it.
+    wait_for(lambda: group_members(settings) == [], 10, "the group without its member")
     outcome.extra["exit_s"] = round(took, 1)
     done = len(redis_ids(client, run_id))
     outcome.extra["done_at_exit"] = done

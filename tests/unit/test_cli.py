@@ -5,22 +5,29 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import socket
+import time
 from pathlib import Path
 
 import pytest
 
+from tests.fakes import FakeModel
 from worker.cli import _settings, main
 from worker.produce import ProduceError, file_events
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 @pytest.fixture
 def no_broker(monkeypatch: pytest.MonkeyPatch) -> None:
     """Kafka at a port nothing listens on: a command that connected would exit 3."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    monkeypatch.setenv("MODSTREAM_KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{port}")
+    monkeypatch.setenv("MODSTREAM_KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{closed_port()}")
 
 
 @pytest.mark.parametrize(
@@ -94,3 +101,28 @@ def test_serving_with_the_development_key_is_warned_about(
     with caplog.at_level(logging.WARNING, logger="modstream"):
         _settings(_args(command))
     assert not any("development default" in r.getMessage() for r in caplog.records)
+
+
+def test_run_exits_3_once_a_redis_that_never_answers_outlasts_the_startup_timeout(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """README, "Failure behaviour": Redis down at start is waited for, bounded by
+    MODSTREAM_STARTUP_TIMEOUT_SECONDS, then exit 3 naming the settings. The fake model
+    stands in for the shipped one (its load takes seconds and is not what is tested)."""
+    monkeypatch.setenv("MODSTREAM_REDIS_URL", f"redis://127.0.0.1:{closed_port()}/0")
+    monkeypatch.setenv("MODSTREAM_STARTUP_TIMEOUT_SECONDS", "1")
+    monkeypatch.setenv("MODSTREAM_METRICS_PORT", "0")  # no health server
+    monkeypatch.setattr("worker.app.load_model", lambda settings: FakeModel())
+    # run() installs its own handlers: give pytest's back afterwards.
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    started = time.monotonic()
+    try:
+        code = main(["run"])
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    took = time.monotonic() - started
+    err = capsys.readouterr().err
+    assert code == 3, err
+    assert "MODSTREAM_REDIS_URL" in err and "MODSTREAM_STARTUP_TIMEOUT_SECONDS=1" in err, err
+    assert took >= 1.0, f"gave up after {took:.1f}s, before the start-up timeout"

@@ -536,16 +536,21 @@ def test_backpressure_pauses_until_the_sinks_catch_up_then_resumes() -> None:
         max_poll_records=6,
         max_pending=4,
     )
+    # The registry is the process's: what this test sets it to (ModstreamPaused reads it).
+    metrics.PAUSED.set(0)
     rig.consumer.queue = [record(i, post(i)) for i in range(12)]
     rig.worker.step()  # 6 polled, none acknowledged: over the limit -> pause
     assert rig.consumer.paused
+    assert metric("modstream_consumption_paused") == 1
     rig.worker.step()  # still failing; paused polls fetch nothing
     assert rig.consumer.paused and len(rig.consumer.queue) == 6
+    assert metric("modstream_consumption_paused") == 1
     rig.clock.advance(0.1)
     rig.worker.step()  # second failure
     rig.clock.advance(0.2)
     rig.worker.step()  # acknowledged: in flight drops to 0 -> resume
     assert not rig.consumer.paused
+    assert metric("modstream_consumption_paused") == 0
     for _ in range(3):
         rig.worker.step()
     assert sorted(v.post_id for v in rig.verdicts()) == sorted(f"p{i}" for i in range(12))

@@ -7,8 +7,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from tests.fakes import FakeModel, ListSink, ManualClock, SendingListSink
+from worker import metrics
 from worker.flow import Board, Channel, Completed, Generations, Ref, WriteJob
 from worker.pipeline import Pipeline
 from worker.policy import Policy
@@ -147,3 +149,32 @@ def test_a_dead_letter_sink_that_is_down_is_still_retried() -> None:
         w.stage.work()
         w.clock.advance(1.0)
     assert w.dlq.attempts == 3 and w.completed() == [[0]]
+
+
+def errors(stage: str) -> float:
+    return REGISTRY.get_sample_value("modstream_errors_total", {"stage": stage}) or 0.0
+
+
+# The stage labels the alerts and dashboards use (deploy/prometheus/rules.yml and its tests):
+# written out here, not read from worker.stages, so a renamed label fails this test.
+@pytest.mark.parametrize(
+    ("sink", "stage"),
+    [("redis", "redis"), ("kafka", "kafka_produce"), ("dead_letter", "dead_letter")],
+)
+def test_a_failed_write_counts_one_error_under_its_sinks_stage_and_no_other(
+    sink: str, stage: str
+) -> None:
+    w = Writer()
+    {"redis": w.redis, "kafka": w.kafka, "dead_letter": w.dlq}[sink].failures = 1
+    if sink == "dead_letter":
+        w.queue_letter()
+    else:
+        w.queue_verdicts(1)
+    before = {s: errors(s) for s in metrics.ERROR_STAGES}  # the registry is the process's
+    w.stage.work()  # the sink fails: one error
+    assert w.completed() == [] and w.stage.down == {sink}
+    w.clock.advance(0.1)
+    w.stage.work()  # the retry succeeds: no more errors
+    assert w.completed() == [[0]]
+    counted = {s: errors(s) - before[s] for s in metrics.ERROR_STAGES}
+    assert counted == {s: 1.0 if s == stage else 0.0 for s in metrics.ERROR_STAGES}
