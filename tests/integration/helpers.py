@@ -72,14 +72,8 @@ def read_to_end(
     """Every record of ``topic`` up to its end offsets now (a read_committed reader: up to
     its last stable offsets, only records of committed transactions). Unlike
     :func:`read_topic` it does not stop at an expected count, so it sees duplicates."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
-        enable_auto_commit=False,
-        group_id=None,
-        isolation_level=isolation_level,
-    )
+    consumer, parts = _reader(settings, topic, isolation_level)
     try:
-        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
         consumer.assign(parts)
         consumer.seek_to_beginning(*parts)
         ends = consumer.end_offsets(parts)
@@ -97,17 +91,25 @@ def read_to_end(
 def end_offsets(settings: Settings, topic: str, isolation_level: str) -> dict[int, int]:
     """Per partition of ``topic``, its high watermark (``read_uncommitted``) or its last
     stable offset (``read_committed``: before the first record of a transaction still open)."""
+    consumer, parts = _reader(settings, topic, isolation_level)
+    try:
+        return {tp.partition: off for tp, off in consumer.end_offsets(parts).items()}
+    finally:
+        consumer.close()
+
+
+def _reader(
+    settings: Settings, topic: str, isolation_level: str
+) -> tuple[KafkaConsumer, list[TopicPartition]]:
+    """A consumer of no group (the caller closes it), and ``topic``'s partitions."""
     consumer = KafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers,
         enable_auto_commit=False,
         group_id=None,
         isolation_level=isolation_level,
     )
-    try:
-        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        return {tp.partition: off for tp, off in consumer.end_offsets(parts).items()}
-    finally:
-        consumer.close()
+    parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+    return consumer, parts
 
 
 def events(run_id: str, n: int, start: int = 0) -> list[dict[str, Any]]:
