@@ -218,3 +218,37 @@ def verdict(post_id: str) -> Verdict:
             "source_offset": 1,
         }
     )
+
+
+class SplittingProducer(CheckingProducer):
+    """Flushes as kafka-python 3.0.12 does after the broker refused a batch as too large and
+    the producer split it and sent the halves again: flush raises, the records' own futures
+    settle (``broker`` says how)."""
+
+    def flush(self, timeout: float | None = None) -> None:
+        raise kafka.errors.UnknownError("Future not done")
+
+
+def test_a_split_batch_whose_records_all_land_is_acknowledged() -> None:
+    """The flush's error used to fail the whole job: sent again on every retry, for ever."""
+    producer = SplittingProducer()
+    dlq(producer).write_batch([letter(b"a"), letter(b"b")])
+    assert [r.value for r in producer.sent] == [b"a", b"b"]
+
+
+def test_a_split_batch_with_a_record_the_topic_refuses_is_a_permanent_failure() -> None:
+    def broker(record: Sent) -> Exception | None:
+        return kafka.errors.MessageSizeTooLargeError() if record.value == b"big" else None
+
+    with pytest.raises(PermanentSinkError, match=r"refused the dead letter of posts\[0\]@7"):
+        dlq(SplittingProducer(broker=broker)).write_batch([letter(b"a"), letter(b"big")])
+
+
+def test_a_flush_that_times_out_stays_a_retriable_failure() -> None:
+    class Slow(CheckingProducer):
+        def flush(self, timeout: float | None = None) -> None:
+            raise kafka.errors.KafkaTimeoutError("flush")
+
+    with pytest.raises(SinkError) as failure:
+        dlq(Slow()).write_batch([letter(b"a")])
+    assert not isinstance(failure.value, PermanentSinkError)

@@ -5,6 +5,7 @@ The producer is shared by both sinks and used from the writer thread only."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, TypeVar
@@ -15,6 +16,7 @@ from kafka.errors import (
     InvalidRecordError,
     InvalidTimestampError,
     KafkaError,
+    KafkaTimeoutError,
     MessageSizeTooLargeError,
     RecordListTooLargeError,
     UnsupportedForMessageFormatError,
@@ -23,6 +25,8 @@ from kafka.record.default_records import DefaultRecordBatchBuilder
 
 from worker.schema import DeadLetter, Verdict
 from worker.sinks import PermanentSinkError, SinkError
+
+log = logging.getLogger(__name__)
 
 HEADER_PREFIX = "modstream."
 
@@ -93,11 +97,19 @@ class KafkaAcknowledgement:
         self._describe = describe
 
     def wait(self) -> None:
-        """Flush, then check every send: a batch counts only if each record is acknowledged."""
+        """Flush, then check every send: a batch counts only if each record is acknowledged.
+
+        kafka-python 3.0.12's flush raises "Future not done" for a batch the broker refused
+        as too large, which the producer split and sent again: the records' own futures
+        still settle, so they decide (as in :func:`worker.produce.produce`). Taken as a
+        failure of the whole batch, a job was sent again on every retry, for ever, and a
+        record the topic refuses never showed as refused."""
         try:
             self._producer.flush(timeout=self._timeout)
-        except KafkaError as exc:
+        except KafkaTimeoutError as exc:
             raise SinkError(f"{self._what} write failed: {exc!r}") from exc
+        except KafkaError as exc:
+            log.debug("%s: flush raised %r; the records' own results decide", self._what, exc)
         for i, future in enumerate(self._futures):
             try:
                 future.get(timeout=self._timeout)
