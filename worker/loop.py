@@ -416,11 +416,11 @@ class Worker:
             self._checkpoint.commit(only=revoked, timeout_s=self._commit_bound_s)
             # Where to read again if a partition comes straight back to this member: its
             # fetch position is past the records dropped here, and they must not be skipped.
-            self._rewind_to = {
-                tp: off
-                for tp in revoked
-                if (off := _lowest(self._tracker.first_unfinished(tp), unread.get(tp))) is not None
-            }
+            # Merged, not replaced: a second revocation before the assignment (kafka-python
+            # rejoins without assigning when it refuses an assignment) has nothing in
+            # flight, and would otherwise forget where the first one's work starts.
+            for tp in revoked:
+                self._rewind_later(tp, self._tracker.first_unfinished(tp), unread.get(tp))
             moved = set(revoked)
         else:
             # The unread records count as handed out: the abort reads them again with the
@@ -430,7 +430,8 @@ class Worker:
                     self._txn_from[tp] = min(off, self._txn_from.get(tp, off))
             uncommitted = dict(self._txn_from)
             self._abort_transaction("partitions revoked")
-            self._rewind_to = {tp: off for tp, off in uncommitted.items() if tp in revoked}
+            for tp in revoked:
+                self._rewind_later(tp, uncommitted.get(tp))
             moved = revoked | uncommitted.keys()
         left = self._tracker.in_flight()
         self._generations.bump(revoked)
@@ -450,6 +451,13 @@ class Worker:
             left - self._tracker.in_flight(),
         )
         return moved
+
+    def _rewind_later(self, tp: Partition, *offsets: int | None) -> None:
+        """Remember to read ``tp`` again from the lowest of ``offsets`` (and of what is
+        remembered already) if it is assigned back."""
+        off = _lowest(*offsets, self._rewind_to.get(tp))
+        if off is not None:
+            self._rewind_to[tp] = off
 
     def _assign(self, assigned: set[Partition], unread: Mapping[Partition, int]) -> set[Partition]:
         """Seek a partition that comes back to where its dropped work starts. A join that

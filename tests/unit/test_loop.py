@@ -413,6 +413,29 @@ def test_a_partition_assigned_back_in_a_later_poll_drops_what_that_poll_returned
     assert log.committed() == {P0: 9}
 
 
+def test_a_second_revocation_before_the_assignment_keeps_where_to_read_again() -> None:
+    """kafka-python rejoins without assigning when it refuses an assignment, then revokes
+    the same partitions again: nothing is in flight by then, and the first revocation's
+    rewind was replaced by an empty one, so the partition, given back with its fetch
+    position kept, skipped the dropped post."""
+    log = LogConsumer({P0: [record(i, post(i)) for i in range(9)]})
+    rig = Rig(max_size=2, redis=ListSink("redis", fail_if=refuses("p2")), consumer=log)
+    rig.worker.step()  # p0, p1 committed; p2 stuck in the writer
+    log.rebalance(("revoked", {P0}))
+    rig.worker.step()
+    log.rebalance(("revoked", {P0}))  # again, before any assignment
+    rig.worker.step()
+    log.rebalance(("assigned", {P0}))
+    rig.redis.fail_if = None
+    for _ in range(8):
+        rig.clock.advance(1)
+        rig.worker.step()
+        assert skipped(log.committed()[P0], [v.post_id for v in rig.verdicts()]) == []
+    assert log.rewound == [{P0: 2}]
+    assert [v.post_id for v in rig.verdicts()] == [f"p{i}" for i in range(9)]
+    assert log.committed() == {P0: 9}
+
+
 def test_a_partition_given_back_with_nothing_in_flight_reads_the_rebalancing_poll_again() -> None:
     log = LogConsumer({P0: [record(i, post(i)) for i in range(6)]})
     rig = Rig(max_size=3, consumer=log)
