@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import socket
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,8 +29,13 @@ class ConfigError(ValueError):
 # The pseudonym key a development machine runs with; anyone with the source can reverse
 # pseudonyms made with it (by hashing candidate ids), so `run` and `replay` warn about it.
 DEVELOPMENT_PSEUDONYM_KEY = "modstream-dev-key-change-me"
-# Kubernetes' service links: a Service named ``modstream`` puts these into every pod.
-_SERVICE_LINK_PREFIXES = ("MODSTREAM_SERVICE_", "MODSTREAM_PORT")
+# Kubernetes' service links: a Service named ``modstream`` or ``modstream-*`` puts these into
+# every pod of its namespace (NAME_SERVICE_HOST, NAME_SERVICE_PORT[_PORTNAME],
+# NAME_PORT=tcp://..., NAME_PORT_9400_TCP[_PROTO|_PORT|_ADDR]).
+_SERVICE_LINK = re.compile(
+    r"^MODSTREAM(_\w+?)?_(SERVICE_HOST|SERVICE_PORT(_\w+)?|PORT_\d+_(TCP|UDP|SCTP)(_\w+)?)$"
+)
+_SERVICE_LINK_URL = re.compile(r"^(tcp|udp|sctp)://")
 
 
 class Settings(BaseSettings):
@@ -299,11 +305,19 @@ def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
     known = {f"MODSTREAM_{name.upper()}" for name in Settings.model_fields}
     return [
         f"{var}: not a setting{_did_you_mean(var)}"
-        for var in sorted(env)
+        for var, value in sorted(env.items())
         if var.upper().startswith("MODSTREAM_")
         and var.upper() not in known
-        and not var.upper().startswith(_SERVICE_LINK_PREFIXES)
+        and not _service_link(var.upper(), value)
     ]
+
+
+def _service_link(name: str, value: str) -> bool:
+    """Whether ``name`` is a variable Kubernetes made for a Service (NAME_PORT only with the
+    URL it holds, so that a misspelt MODSTREAM_METRIC_PORT=9400 is still warned about)."""
+    if _SERVICE_LINK.match(name):
+        return True
+    return name.endswith("_PORT") and bool(_SERVICE_LINK_URL.match(value))
 
 
 def _did_you_mean(name: str) -> str:

@@ -96,12 +96,19 @@ def test_misspelt_variables_are_found_and_service_links_are_not() -> None:
     environ = {
         "MODSTREAM_BATCH_MAXSIZE": "3",  # misspelt: its setting would keep its default
         "MODSTREAM_LOG_LEVEL": "INFO",  # a setting
+        "MODSTREAM_METRIC_PORT": "9400",  # misspelt too, though shaped like a service link
         "MODSTREAM_SERVICE_HOST": "10.0.0.1",  # Kubernetes' links to a Service "modstream"
+        "MODSTREAM_PORT": "tcp://10.0.0.1:9400",
         "MODSTREAM_PORT_9400_TCP": "tcp://10.0.0.1:9400",
+        "MODSTREAM_REDIS_SERVICE_HOST": "10.0.0.2",  # and to a Service "modstream-redis"
+        "MODSTREAM_REDIS_SERVICE_PORT_REDIS": "6379",
+        "MODSTREAM_REDIS_PORT": "tcp://10.0.0.2:6379",
+        "MODSTREAM_REDIS_PORT_6379_TCP_ADDR": "10.0.0.2",
         "HOME": "/root",
     }
     assert unknown_variables(environ) == [
-        "MODSTREAM_BATCH_MAXSIZE: not a setting (did you mean MODSTREAM_BATCH_MAX_SIZE?)"
+        "MODSTREAM_BATCH_MAXSIZE: not a setting (did you mean MODSTREAM_BATCH_MAX_SIZE?)",
+        "MODSTREAM_METRIC_PORT: not a setting (did you mean MODSTREAM_METRICS_PORT?)",
     ]
 
 
