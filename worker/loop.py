@@ -386,6 +386,8 @@ class Worker:
         (and, exactly-once, be written again with it). So a partition that is revoked,
         given back to be read again, or rewound by the abort, drops this poll's records
         too, and reads again from the lower of its first unfinished offset and theirs."""
+        if self._rebalances.empty():  # almost every poll: nothing to look at per record
+            return list(polled)
         unread = _first_offsets(polled)
         moved: set[Partition] = set()
         while True:

@@ -54,6 +54,18 @@ def running_worker(settings: Settings) -> Iterator[tuple[Worker, dict[str, BaseE
             assert not thread.is_alive(), "worker did not stop within 60 s"
 
 
+def twenty_more_then_all_committed(settings: Settings, producer: KafkaProducer) -> None:
+    """Posts 2..21 after the bad record at offset 1, then a worker until all 22 are
+    committed: the bad record did not stop the ones behind it."""
+    for i in range(2, 22):
+        producer.send(settings.input_topic, post(i))
+    producer.flush()
+    producer.close()
+    with running_worker(settings) as (worker, raised):
+        wait_for(lambda: committed_total(settings) == 22, 60, "all 22 records committed")
+        assert worker.failed is None and not raised
+
+
 def test_a_post_larger_than_the_producer_may_send_is_dead_lettered_cut(
     services: Any, run_id: str
 ) -> None:
@@ -70,14 +82,7 @@ def test_a_post_larger_than_the_producer_may_send_is_dead_lettered_cut(
     )
     producer.send(settings.input_topic, post(0))
     producer.send(settings.input_topic, big, key=b"big", headers=[("origin", b"test")])
-    for i in range(2, 22):
-        producer.send(settings.input_topic, post(i))
-    producer.flush()
-    producer.close()
-
-    with running_worker(settings) as (worker, raised):
-        wait_for(lambda: committed_total(settings) == 22, 60, "all 22 records committed")
-        assert worker.failed is None and not raised
+    twenty_more_then_all_committed(settings, producer)
 
     [dead] = read_topic(settings, settings.dlq_topic, 1)
     headers = dict(dead.headers)
@@ -111,14 +116,7 @@ def test_a_null_header_value_is_dead_lettered_empty_and_named(
             settings.input_topic, b"{not json", headers=[("trace", b"<null>"), ("o", b"t")]
         )
         producer.flush()
-    for i in range(2, 22):
-        producer.send(settings.input_topic, post(i))
-    producer.flush()
-    producer.close()
-
-    with running_worker(settings) as (worker, raised):
-        wait_for(lambda: committed_total(settings) == 22, 60, "all 22 records committed")
-        assert worker.failed is None and not raised
+    twenty_more_then_all_committed(settings, producer)
 
     [dead] = read_topic(settings, settings.dlq_topic, 1)
     assert dead.value == b"{not json"

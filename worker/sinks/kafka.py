@@ -123,6 +123,19 @@ class KafkaAcknowledgement:
 _T = TypeVar("_T")
 
 
+def _send_batch(
+    producer: KafkaProducer,
+    timeout_s: float,
+    what: str,
+    send: Callable[[_T], Any],
+    items: Sequence[_T],
+    describe: Callable[[_T], str],
+) -> KafkaAcknowledgement:
+    """Send ``items`` one record each; the acknowledgement names a failed one by ``describe``."""
+    futures = _send_all(send, items, what, describe)
+    return KafkaAcknowledgement(producer, futures, timeout_s, what, lambda i: describe(items[i]))
+
+
 def _send_all(
     send: Callable[[_T], Any], items: Sequence[_T], what: str, describe: Callable[[_T], str]
 ) -> list[Any]:
@@ -150,10 +163,8 @@ class KafkaVerdictSink:
         self._timeout = timeout_s
 
     def send_batch(self, items: Sequence[Verdict]) -> KafkaAcknowledgement:
-        what = f"topic {self._topic}"
-        futures = _send_all(self._send, items, what, _verdict_of)
-        return KafkaAcknowledgement(
-            self._producer, futures, self._timeout, what, lambda i: _verdict_of(items[i])
+        return _send_batch(
+            self._producer, self._timeout, f"topic {self._topic}", self._send, items, _verdict_of
         )
 
     def _send(self, verdict: Verdict) -> Any:
@@ -234,12 +245,9 @@ class DeadLetterSink:
         self._max_record = int(producer.config["max_request_size"]) - DEAD_LETTER_MARGIN_BYTES
 
     def send_batch(self, items: Sequence[DeadLetter]) -> KafkaAcknowledgement:
-        what = f"dead-letter topic {self._topic}"
         letters = [fit_dead_letter(letter, self._max_record) for letter in items]
-        futures = _send_all(self._send, letters, what, _letter_of)
-        return KafkaAcknowledgement(
-            self._producer, futures, self._timeout, what, lambda i: _letter_of(letters[i])
-        )
+        what = f"dead-letter topic {self._topic}"
+        return _send_batch(self._producer, self._timeout, what, self._send, letters, _letter_of)
 
     def _send(self, letter: DeadLetter) -> Any:
         return self._producer.send(
